@@ -1,0 +1,129 @@
+//! The end of a request: metrics and the access-log line are emitted when the response body has been
+//! fully sent (or the client went away), so durations and byte counts cover the whole exchange.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use prometheus::{Histogram, IntCounterVec};
+
+use crate::body::{BoxError, ProxyBody};
+
+/// What the access log and request metrics need, captured while handling the request.
+pub struct Completion {
+    pub started: Instant,
+    pub route: Arc<str>,
+    pub method: Method,
+    pub path: Box<str>,
+    pub status: StatusCode,
+    pub request_id: HeaderValue,
+    pub upstream: Option<Arc<str>>,
+    pub target: Option<Arc<str>>,
+    pub upstream_time: Option<Duration>,
+    pub attempts: u32,
+    pub client_ip: std::net::IpAddr,
+    pub duration: Histogram,
+    pub requests: IntCounterVec,
+    pub log: bool,
+}
+
+impl Completion {
+    fn finish(self, bytes_sent: u64, complete: bool) {
+        let elapsed = self.started.elapsed();
+        self.duration.observe(elapsed.as_secs_f64());
+        self.requests
+            .with_label_values(&[&*self.route, self.method.as_str(), self.status.as_str()])
+            .inc();
+        if self.log {
+            tracing::info!(
+                target: "flexgate::access",
+                request_id = self.request_id.to_str().unwrap_or(""),
+                route = &*self.route,
+                method = self.method.as_str(),
+                path = &*self.path,
+                status = self.status.as_u16(),
+                client_ip = %self.client_ip,
+                upstream = self.upstream.as_deref().unwrap_or(""),
+                upstream_target = self.target.as_deref().unwrap_or(""),
+                attempts = self.attempts,
+                bytes_sent,
+                complete,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                upstream_ms = self.upstream_time.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            );
+        }
+    }
+}
+
+/// The response body handed to hyper: the proxied body plus the completion fired once at its end.
+pub struct LoggedBody {
+    inner: ProxyBody,
+    sent: u64,
+    done: Option<Completion>,
+}
+
+impl LoggedBody {
+    pub fn new(inner: ProxyBody, done: Completion) -> Self {
+        let mut body = Self {
+            inner,
+            sent: 0,
+            done: Some(done),
+        };
+        if body.inner.is_end_stream() {
+            body.fire(true);
+        }
+        body
+    }
+
+    fn fire(&mut self, complete: bool) {
+        if let Some(done) = self.done.take() {
+            done.finish(self.sent, complete);
+        }
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        // A client that disconnects early still gets its log line, marked incomplete.
+        self.fire(false);
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.sent += d.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.fire(true);
+                }
+            }
+            Poll::Ready(None) => this.fire(true),
+            Poll::Ready(Some(Err(_))) => this.fire(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

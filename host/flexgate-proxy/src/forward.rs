@@ -1,0 +1,289 @@
+//! Forwarding to an upstream: request rewrite, target choice, attempts and retries, the response's
+//! headers, and protocol upgrades (WebSocket tunnels).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::body::{LimitedBody, ProxyBody};
+use crate::error::{ErrorKind, ProxyError};
+use crate::headers::{is_upgrade_request, set_forwarded, strip_hop_by_hop};
+use crate::pipeline::ConnInfo;
+use crate::router::prefix_matches;
+use crate::snapshot::Route;
+use crate::upstream::{Outcome, Upstream, ring_hasher};
+
+/// Request-scoped facts forwarded along.
+pub struct Forwarded<'a> {
+    pub conn: ConnInfo,
+    pub request_id: &'a HeaderValue,
+}
+
+/// What happened, for the access log, beside the response or error.
+pub struct ForwardOutcome {
+    pub result: Result<Response<ProxyBody>, ProxyError>,
+    pub target: Option<Arc<str>>,
+    pub upstream_time: Option<Duration>,
+    pub attempts: u32,
+}
+
+/// Sends the request to a target of `upstream`, retrying as its policy allows.
+pub async fn forward(
+    route: &Route,
+    upstream: &Upstream,
+    fwd: Forwarded<'_>,
+    mut req: Request<Incoming>,
+) -> ForwardOutcome {
+    let mut out = ForwardOutcome {
+        result: Err(ProxyError::internal("no attempt")),
+        target: None,
+        upstream_time: None,
+        attempts: 0,
+    };
+    if let Some(max) = route.max_body
+        && content_length(&req).is_some_and(|len| len > max)
+    {
+        out.result = Err(ProxyError::client(ErrorKind::BodyTooLarge));
+        return out;
+    }
+    let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let hash = hash_key(upstream, &fwd, &req);
+    let path_and_query = match rewrite_path(route, req.uri()) {
+        Ok(pq) => pq,
+        Err(e) => {
+            out.result = Err(e);
+            return out;
+        }
+    };
+
+    let (mut parts, body) = req.into_parts();
+    let original_host = host_of_parts(&parts);
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    parts.headers.remove(header::EXPECT); // hyper answered 100-continue when we first read the body
+    set_forwarded(
+        &mut parts.headers,
+        fwd.conn.client.ip(),
+        fwd.conn.tls,
+        original_host.as_ref(),
+        parts.version,
+    );
+    parts
+        .headers
+        .insert(crate::headers::X_REQUEST_ID.clone(), fwd.request_id.clone());
+    if route.preserve_host {
+        if let Some(h) = original_host {
+            parts.headers.insert(header::HOST, h);
+        }
+    } else {
+        parts.headers.remove(header::HOST);
+    }
+    parts.version = if upstream.h2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let replayable = body.is_end_stream();
+    let mut body = Some(match route.max_body {
+        Some(max) if !replayable => {
+            ProxyBody::Limited(LimitedBody::new(body, max, exceeded.clone()))
+        }
+        _ => ProxyBody::Stream(body),
+    });
+    let idempotent = is_idempotent(&parts.method);
+    let mut tried: Vec<usize> = Vec::new();
+
+    loop {
+        let Some(idx) = upstream.pick(hash, &tried) else {
+            if out.attempts == 0 {
+                out.result = Err(ProxyError::upstream(
+                    ErrorKind::Unavailable {
+                        retry_after_secs: 1,
+                        reason: "no target available",
+                    },
+                    false,
+                ));
+            }
+            return out;
+        };
+        let target = &upstream.targets[idx];
+        tried.push(idx);
+        out.attempts += 1;
+        out.target = Some(target.addr.clone());
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(target.authority.clone())
+            .path_and_query(path_and_query.clone())
+            .build();
+        let Ok(uri) = uri else {
+            out.result = Err(ProxyError::internal("bad upstream uri"));
+            return out;
+        };
+        let mut attempt =
+            Request::from_parts(parts.clone(), body.take().unwrap_or_else(ProxyBody::empty));
+        *attempt.uri_mut() = uri;
+        if !route.preserve_host || !attempt.headers().contains_key(header::HOST) {
+            if let Ok(h) = HeaderValue::from_str(target.authority.as_str()) {
+                attempt.headers_mut().insert(header::HOST, h);
+            }
+        }
+
+        let guard = target.start();
+        let sent = Instant::now();
+        let result =
+            tokio::time::timeout(upstream.request_timeout, upstream.client.request(attempt)).await;
+        let elapsed = sent.elapsed();
+        drop(guard);
+        out.upstream_time = Some(elapsed);
+        upstream.duration.observe(elapsed.as_secs_f64());
+        let attempts_left = out.attempts <= upstream.retries.attempts && idempotent && replayable;
+        let passive = (
+            upstream.passive.connect_failures,
+            upstream.passive.eject_for.0,
+        );
+
+        match result {
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                let outcome = if status.is_server_error() {
+                    Outcome::Status5xx
+                } else {
+                    Outcome::Ok
+                };
+                target.record(outcome, passive.0, passive.1);
+                if attempts_left && upstream.retries.statuses.contains(&status.as_u16()) {
+                    continue;
+                }
+                out.result = Ok(finish_response(resp, client_upgrade));
+                return out;
+            }
+            Ok(Err(e)) => {
+                let connect = e.is_connect();
+                target.record(
+                    if connect {
+                        Outcome::ConnectFailure
+                    } else {
+                        Outcome::Error
+                    },
+                    passive.0,
+                    passive.1,
+                );
+                if exceeded.load(Ordering::Relaxed) {
+                    out.result = Err(ProxyError::client(ErrorKind::BodyTooLarge));
+                    return out;
+                }
+                tracing::debug!(error = ?e, target = %target.addr, "upstream attempt failed");
+                let kind = if connect {
+                    ErrorKind::ConnectFailure
+                } else {
+                    ErrorKind::UpstreamBroken
+                };
+                out.result = Err(ProxyError::upstream(kind, connect));
+                if !(connect && attempts_left && upstream.retries.on_connect_failure) {
+                    return out;
+                }
+            }
+            Err(_elapsed) => {
+                target.record(Outcome::Timeout, passive.0, passive.1);
+                out.result = Err(ProxyError::upstream(ErrorKind::UpstreamTimeout, true));
+                if !(attempts_left && upstream.retries.on_timeout) {
+                    return out;
+                }
+            }
+        }
+    }
+}
+
+/// Strips hop-by-hop headers from the upstream response and wires protocol upgrades.
+fn finish_response(
+    mut resp: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<ProxyBody> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(resp.headers_mut(), switching);
+    if switching && let Some(client) = client_upgrade {
+        let upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::try_join!(client, upstream) {
+                Ok((down, up)) => {
+                    let mut down = TokioIo::new(down);
+                    let mut up = TokioIo::new(up);
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+                        tracing::debug!(error = %e, "upgraded tunnel closed with error");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "protocol upgrade failed"),
+            }
+        });
+    }
+    resp.map(ProxyBody::Stream)
+}
+
+/// Applies `strip_prefix`; the query string and percent-encoding are kept byte for byte.
+fn rewrite_path(route: &Route, uri: &Uri) -> Result<PathAndQuery, ProxyError> {
+    let original = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let Some(prefix) = route.strip_prefix.as_deref() else {
+        return match uri.path_and_query() {
+            Some(pq) => Ok(pq.clone()),
+            None => Ok(PathAndQuery::from_static("/")),
+        };
+    };
+    let path = uri.path();
+    if !prefix_matches(prefix, path) {
+        return PathAndQuery::try_from(original)
+            .map_err(|_| ProxyError::client(ErrorKind::BadRequest("path")));
+    }
+    let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
+    let rest = &original[trimmed.len().min(original.len())..];
+    let rewritten = if rest.is_empty() || rest.starts_with('?') {
+        format!("/{rest}")
+    } else {
+        rest.to_owned()
+    };
+    PathAndQuery::try_from(rewritten).map_err(|_| ProxyError::client(ErrorKind::BadRequest("path")))
+}
+
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn host_of_parts(parts: &http::request::Parts) -> Option<HeaderValue> {
+    match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// The consistent-hash key of this request, when the upstream uses one.
+fn hash_key<B>(upstream: &Upstream, fwd: &Forwarded<'_>, req: &Request<B>) -> Option<u64> {
+    use flexgate_config::KeySource;
+    let hasher = ring_hasher();
+    match upstream.hash_key.as_ref()? {
+        KeySource::Header(name) => match req.headers().get(name.as_str()) {
+            Some(v) => Some(hasher.hash_one(v.as_bytes())),
+            None => Some(hasher.hash_one(fwd.conn.client.ip())),
+        },
+        KeySource::ClientIp => Some(hasher.hash_one(fwd.conn.client.ip())),
+        KeySource::Route => Some(0),
+    }
+}

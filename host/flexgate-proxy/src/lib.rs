@@ -1,0 +1,27 @@
+//! The data path: listeners, route matching, upstream pools and load balancing, the request pipeline,
+//! and the mapping of every gateway error to an HTTP answer.
+//!
+//! Where things happen, by file:
+//! - `server.rs`: accept, TLS/ALPN, HTTP/1.1 + h2, graceful drain;
+//! - `pipeline.rs`: one request end to end (checks → route → respond or forward → log);
+//! - `router.rs`: which route answers (precedence rules documented there);
+//! - `forward.rs`: rewrite, pick a target, attempts, retries, upgrades;
+//! - `upstream/`: targets, balancing, passive and active health, pooled clients;
+//! - `headers.rs`: hop-by-hop and forwarding headers; `error.rs`: errors → JSON answers;
+//! - `snapshot.rs` + `gateway.rs`: the compiled config and its atomic swap on reload.
+#![forbid(unsafe_code)]
+
+pub mod access;
+pub mod body;
+pub mod error;
+pub mod forward;
+pub mod gateway;
+pub mod headers;
+pub mod pipeline;
+pub mod request_id;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;
+
+pub use gateway::Gateway;

@@ -1,0 +1,174 @@
+//! Upstreams: their targets, the pooled HTTP client that reaches them, load balancing and health.
+
+mod balancer;
+mod health;
+mod target;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flexgate_config as config;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus::Histogram;
+use tokio::task::JoinHandle;
+
+pub use balancer::{Balancer, ring_hasher};
+pub use target::{InFlight, Outcome, TargetState, now_nanos};
+
+use crate::body::ProxyBody;
+
+/// The pooled client type used for every upstream.
+pub type HttpClient = Client<HttpConnector, ProxyBody>;
+
+/// Settings that, when unchanged across a reload, let the new snapshot keep the old connection pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientSettings {
+    pub connect: Duration,
+    pub idle: Duration,
+    pub pool_max_idle: usize,
+    pub h2: bool,
+}
+
+impl ClientSettings {
+    pub fn of(u: &config::Upstream) -> Self {
+        Self {
+            connect: u.timeouts.connect.0,
+            idle: u.timeouts.idle.0,
+            pool_max_idle: u.pool_max_idle,
+            h2: u.protocol == config::UpstreamProtocol::H2,
+        }
+    }
+
+    /// Builds a keep-alive pooled client; TCP_NODELAY on, connect timeout from the config.
+    pub fn build(&self) -> HttpClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(self.connect));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(self.idle)
+            .pool_max_idle_per_host(self.pool_max_idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(self.h2)
+            .build(connector)
+    }
+}
+
+/// Which failures a retry may follow.
+#[derive(Debug, Clone, Default)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub on_connect_failure: bool,
+    pub on_timeout: bool,
+    pub statuses: Vec<u16>,
+}
+
+impl RetryPolicy {
+    pub fn of(r: &config::Retries) -> Self {
+        let mut p = Self {
+            attempts: r.attempts,
+            ..Self::default()
+        };
+        for on in &r.on {
+            match on {
+                config::RetryOn::ConnectFailure => p.on_connect_failure = true,
+                config::RetryOn::Timeout => p.on_timeout = true,
+                config::RetryOn::Status(s) => p.statuses.push(*s),
+            }
+        }
+        p
+    }
+}
+
+/// One upstream as compiled into a config snapshot.
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub targets: Box<[Arc<TargetState>]>,
+    pub balancer: Balancer,
+    pub hash_key: Option<config::KeySource>,
+    pub client: HttpClient,
+    /// Requests go out as HTTP/2 (prior knowledge) instead of HTTP/1.1.
+    pub h2: bool,
+    pub request_timeout: Duration,
+    pub retries: RetryPolicy,
+    pub passive: config::PassiveHealth,
+    pub duration: Histogram,
+    health_task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("targets", &self.targets)
+            .finish()
+    }
+}
+
+impl Upstream {
+    /// Assembles an upstream from shared parts; starts the active health checker if configured.
+    pub fn new(
+        cfg: &config::Upstream,
+        targets: Vec<Arc<TargetState>>,
+        client: HttpClient,
+        duration: Histogram,
+    ) -> Self {
+        let weights: Vec<u32> = cfg.targets.iter().map(|t| t.weight).collect();
+        let health_task = cfg.health_check.as_ref().map(|hc| {
+            health::spawn(
+                cfg.name.clone(),
+                hc.clone(),
+                targets.clone(),
+                client.clone(),
+            )
+        });
+        if cfg.health_check.is_none() {
+            targets.iter().for_each(|t| t.set_healthy(true));
+        }
+        Self {
+            name: Arc::from(cfg.name.as_str()),
+            balancer: Balancer::new(cfg.load_balancing, &weights),
+            targets: targets.into_boxed_slice(),
+            hash_key: match cfg.load_balancing {
+                config::LoadBalancing::ConsistentHash => {
+                    Some(cfg.hash_key.clone().unwrap_or(config::KeySource::ClientIp))
+                }
+                _ => None,
+            },
+            client,
+            h2: cfg.protocol == config::UpstreamProtocol::H2,
+            request_timeout: cfg.timeouts.request.0,
+            retries: RetryPolicy::of(&cfg.retries),
+            passive: cfg.passive_health,
+            duration,
+            health_task,
+        }
+    }
+
+    /// Picks a target not in `tried`. Prefers available targets; when none is, falls back to any
+    /// untried one (a "panic mode" as in Envoy: better to try than to fail everything).
+    pub fn pick(&self, hash: Option<u64>, tried: &[usize]) -> Option<usize> {
+        let now = now_nanos();
+        let n = self.targets.len();
+        let in_flight = |i: usize| self.targets[i].in_flight();
+        self.balancer
+            .pick(n, hash, in_flight, |i| {
+                !tried.contains(&i) && self.targets[i].is_available(now)
+            })
+            .or_else(|| {
+                self.balancer
+                    .pick(n, hash, in_flight, |i| !tried.contains(&i))
+            })
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(task) = self.health_task.take() {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Hot reload: on SIGHUP and when the config file changes, the file is parsed, validated and compiled
+//! off the request path, then swapped in atomically. A bad file is refused and the old config keeps
+//! serving; `flexgate_config_reloads_total{result}` counts both.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flexgate_proxy::Gateway;
+use flexgate_telemetry::CoreMetrics;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::serve::Source;
+
+/// Editors write files in bursts (truncate, write, rename): wait for quiet before reloading.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Starts the reload task. With the embedded config there is no file: SIGHUP only logs.
+pub fn spawn(source: Source, gateway: Arc<Gateway>, metrics: CoreMetrics) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let Source::File(path) = source else {
+            tracing::info!("embedded config: reload disabled");
+            return;
+        };
+        // A capacity-1 channel is enough: pending notifications collapse into one reload.
+        let (tx, mut rx) = mpsc::channel::<&'static str>(1);
+        let _watcher = watch_file(&path, tx.clone());
+        tokio::spawn(forward_sighup(tx));
+        while let Some(why) = rx.recv().await {
+            tokio::time::sleep(DEBOUNCE).await;
+            while rx.try_recv().is_ok() {}
+            reload(&path, &gateway, &metrics, why);
+        }
+    })
+}
+
+fn reload(path: &Path, gateway: &Gateway, metrics: &CoreMetrics, why: &str) {
+    let result = flexgate_config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|cfg| {
+            let old = gateway.config();
+            if old.listen != cfg.listen
+                || old.admin != cfg.admin
+                || old.metrics != cfg.metrics
+                || old.tls != cfg.tls
+            {
+                tracing::warn!(
+                    "listener or TLS changes need a restart; they are ignored until then"
+                );
+            }
+            gateway.reload(cfg).map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(()) => {
+            metrics.config_reloads.with_label_values(&["success"]).inc();
+            tracing::info!(trigger = why, config = %path.display(), "config reloaded");
+        }
+        Err(e) => {
+            metrics.config_reloads.with_label_values(&["failure"]).inc();
+            tracing::error!(trigger = why, config = %path.display(), error = %e, "config reload refused; previous config keeps serving");
+        }
+    }
+}
+
+/// Watches the file's folder (editors and ConfigMaps replace files by rename, which a watch on the file
+/// itself would miss) and signals changes to our file name.
+fn watch_file(path: &Path, tx: mpsc::Sender<&'static str>) -> Option<notify::RecommendedWatcher> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let name = path.file_name().map(|n| n.to_os_string());
+    let handler = move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        // Kubernetes ConfigMaps swap a `..data` symlink: treat any change in the folder as ours then.
+        let ours = event
+            .paths
+            .iter()
+            .any(|p| p.file_name() == name.as_deref() || p.to_string_lossy().contains("..data"));
+        if ours {
+            let _ = tx.try_send("file");
+        }
+    };
+    match notify::recommended_watcher(handler) {
+        Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
+            Ok(()) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "cannot watch config folder; SIGHUP still reloads");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "file watcher unavailable; SIGHUP still reloads");
+            None
+        }
+    }
+}
+
+async fn forward_sighup(tx: mpsc::Sender<&'static str>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let _ = tx.try_send("sighup");
+    }
+}

@@ -1,0 +1,154 @@
+//! `flexgate serve`: load config, build the gateway, bind listeners, run until SIGTERM, drain, exit.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use flexgate_admin::{Readiness, health_router, metrics_router};
+use flexgate_config::Config;
+use flexgate_proxy::Gateway;
+use flexgate_telemetry::CoreMetrics;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::cli::ServeArgs;
+use crate::reload;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where the config came from; reloads re-read the same file.
+pub enum Source {
+    File(PathBuf),
+    Embedded,
+}
+
+pub fn run(args: ServeArgs) -> ExitCode {
+    let (source, config) = match load(&args) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = flexgate_telemetry::init_logging(args.log_format, &config.log.level) {
+        eprintln!("logging: {e}");
+    }
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .thread_name("flexgate-worker")
+        .build();
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(source, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "gateway failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(args: &ServeArgs) -> anyhow::Result<(Source, Config)> {
+    match &args.config {
+        Some(path) => Ok((Source::File(path.clone()), load_file(path)?)),
+        None => {
+            let path = PathBuf::from("flexgate.yaml");
+            if path.exists() {
+                Ok((Source::File(path.clone()), load_file(&path)?))
+            } else {
+                Ok((Source::Embedded, flexgate_config::default_config()))
+            }
+        }
+    }
+}
+
+fn load_file(path: &std::path::Path) -> anyhow::Result<Config> {
+    flexgate_config::load(path)
+        .map_err(|e| anyhow::anyhow!("{e}\nrefusing to start: invalid config"))
+}
+
+async fn serve(source: Source, config: Config) -> anyhow::Result<()> {
+    let metrics = CoreMetrics::new(VERSION).context("metrics registry")?;
+    let readiness = Readiness::default();
+    readiness.require("config");
+    readiness.require("listeners");
+
+    let proxy_addr = config.listen;
+    let tls = match &config.tls {
+        Some(t) => Some(flexgate_proxy::server::tls_acceptor(&t.cert, &t.key).context("tls")?),
+        None => None,
+    };
+    let server_settings = config.server.clone();
+    let (admin_addr, metrics_addr) = (config.admin.listen, config.metrics.listen);
+    let gateway = Gateway::new(config, metrics.clone()).context("building gateway")?;
+    readiness.set("config", true);
+
+    let proxy = flexgate_proxy::server::bind(proxy_addr)
+        .with_context(|| format!("binding {proxy_addr}"))?;
+    let admin = TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("binding admin {admin_addr}"))?;
+    let metrics_listener = TcpListener::bind(metrics_addr)
+        .await
+        .with_context(|| format!("binding metrics {metrics_addr}"))?;
+    readiness.set("listeners", true);
+    tracing::info!(
+        version = VERSION,
+        proxy = %proxy.local_addr()?,
+        admin = %admin.local_addr()?,
+        metrics = %metrics_listener.local_addr()?,
+        tls = tls.is_some(),
+        config = match &source { Source::File(p) => p.display().to_string(), Source::Embedded => "(embedded default)".into() },
+        "flexgate started"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|&s| s).await;
+    };
+    let admin_task = tokio::spawn(
+        axum::serve(admin, health_router(readiness.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let metrics_task = tokio::spawn(
+        axum::serve(metrics_listener, metrics_router(metrics.registry.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let reloader = reload::spawn(source, gateway.clone(), metrics.clone());
+
+    flexgate_proxy::server::serve(proxy, tls, gateway, &server_settings, shutdown_signal()).await;
+    readiness.set("listeners", false);
+    reloader.abort();
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(admin_task, metrics_task);
+    tracing::info!("flexgate stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
+}

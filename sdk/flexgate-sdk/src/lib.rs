@@ -1,0 +1,202 @@
+//! Guest SDK for FlexGate plugins (`flexgate:plugin@0.1.0`, see `wit/plugin.wit`).
+//!
+//! A plugin is a type implementing [`Plugin`] plus one [`export!`] line:
+//!
+//! ```
+//! use flexgate_sdk::{Action, Ctx, Error, Plugin, Request};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config { header: String }
+//!
+//! struct Tag(Config);
+//!
+//! impl Plugin for Tag {
+//!     type Config = Config;
+//!     fn new(config: Config) -> Result<Self, Error> { Ok(Tag(config)) }
+//!     fn on_request(&self, ctx: &Ctx, req: &mut Request) -> Result<Action, Error> {
+//!         req.set_header(&self.0.header, &ctx.request_id);
+//!         Ok(Action::Continue)
+//!     }
+//! }
+//! flexgate_sdk::export!(Tag);
+//! ```
+//!
+//! On `wasm32` the macro wires the type to the generated component bindings; on every other
+//! target the same types are plain Rust values, so plugin logic is unit-tested with `cargo test`.
+extern crate self as flexgate_sdk;
+
+mod headers;
+pub mod log;
+mod message;
+pub mod metrics;
+#[doc(hidden)]
+pub mod rt;
+
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+#[allow(missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin",
+        default_bindings_module: "::flexgate_sdk::bindings",
+        runtime_path: "::flexgate_sdk::rt::wit_bindgen::rt",
+    });
+}
+
+pub use headers::Headers;
+pub use message::{Request, Response};
+pub use serde;
+pub use serde_json;
+
+/// Facts about the current request, passed to every hook.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ctx {
+    /// Client socket address, `ip:port` (`[v6]:port`).
+    pub client_addr: String,
+    /// Name of the matched route.
+    pub route: String,
+    /// The gateway's request id.
+    pub request_id: String,
+    /// In `on_response`: what this plugin stored with [`Request::stash`] in `on_request`.
+    pub stash: Option<String>,
+}
+
+impl Ctx {
+    /// A context for unit tests.
+    pub fn new(client_addr: &str, route: &str, request_id: &str) -> Self {
+        Ctx {
+            client_addr: client_addr.to_string(),
+            route: route.to_string(),
+            request_id: request_id.to_string(),
+            stash: None,
+        }
+    }
+
+    /// Builder: the stash as `on_response` would see it.
+    pub fn with_stash(mut self, stash: Option<String>) -> Self {
+        self.stash = stash;
+        self
+    }
+
+    /// Client IP without the port (and without IPv6 brackets).
+    pub fn client_ip(&self) -> &str {
+        let a = self.client_addr.as_str();
+        if let Some(rest) = a.strip_prefix('[') {
+            return rest.split(']').next().unwrap_or(rest);
+        }
+        match a.rsplit_once(':') {
+            Some((ip, port)) if !ip.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => ip,
+            _ => a,
+        }
+    }
+}
+
+/// What `on_request` decided.
+#[derive(Debug)]
+pub enum Action {
+    /// Go on: next plugin, then the upstream.
+    Continue,
+    /// Answer the client with this response; later plugins and the upstream are skipped.
+    Respond(Response<'static>),
+}
+
+/// A plugin error: the hook failed. The host applies the binding's `on_error` policy
+/// (`fail_closed` answers 500, `fail_open` skips the plugin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(pub String);
+
+impl Error {
+    /// An error with this message.
+    pub fn new(msg: impl Into<String>) -> Self {
+        Error(msg.into())
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<String> for Error {
+    fn from(s: String) -> Self {
+        Error(s)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(s: &str) -> Self {
+        Error(s.to_string())
+    }
+}
+
+/// The plugin contract. Only `new` is required; the hooks default to doing nothing.
+///
+/// One value is built per Wasm instance from the route binding's `config` (deserialized with
+/// serde; a missing/`null` config is read as `{}`), then reused for many requests.
+pub trait Plugin: Sized + 'static {
+    /// Typed configuration, deserialized from the binding's `config` JSON.
+    type Config: serde::de::DeserializeOwned;
+
+    /// Validate the config and build the plugin. An error makes the route fail to load.
+    fn new(config: Self::Config) -> Result<Self, Error>;
+
+    /// Inspect/modify the request, or answer it.
+    fn on_request(&self, _ctx: &Ctx, _req: &mut Request<'_>) -> Result<Action, Error> {
+        Ok(Action::Continue)
+    }
+
+    /// Inspect/modify the upstream response (runs in reverse chain order).
+    fn on_response(&self, _ctx: &Ctx, _resp: &mut Response<'_>) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Build a plugin from config JSON exactly as the host's `init` does (for tests).
+pub fn instantiate<P: Plugin>(config_json: &str) -> Result<P, Error> {
+    let trimmed = config_json.trim();
+    let json = if trimmed.is_empty() || trimmed == "null" {
+        "{}"
+    } else {
+        trimmed
+    };
+    let config: P::Config =
+        serde_json::from_str(json).map_err(|e| Error(format!("invalid config: {e}")))?;
+    P::new(config)
+}
+
+/// Export a [`Plugin`] type as the component's `handler`. Expands to nothing off `wasm32`.
+#[macro_export]
+macro_rules! export {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct FlexgateGuest;
+            impl $crate::rt::Guest for FlexgateGuest {
+                fn init(
+                    config: ::std::string::String,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::rt::init::<$plugin>(&config)
+                }
+                fn on_request(
+                    info: $crate::rt::CallInfo,
+                    req: $crate::rt::RequestBorrow<'_>,
+                ) -> ::std::result::Result<$crate::rt::WitAction, ::std::string::String> {
+                    $crate::rt::on_request::<$plugin>(info, req)
+                }
+                fn on_response(
+                    info: $crate::rt::CallInfo,
+                    resp: $crate::rt::ResponseBorrow<'_>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::rt::on_response::<$plugin>(info, resp)
+        }
+            }
+            $crate::bindings::__export_plugin!(FlexgateGuest with_types_in $crate::bindings);
+        };
+    };
+}
