@@ -1,0 +1,37 @@
+# The two commands of the README: `make run` (build everything, run the gateway) and `make test`.
+CONFIG ?= infra/config/flexgate.example.yaml
+CARGO ?= cargo
+export RUST_LIB_BACKTRACE ?= 0
+
+.PHONY: run build plugins test lint unit bench bench-smoke setup clean-plugins
+
+## Build the plugins and the gateway (release), then run it with the example config.
+run: build
+	./target/release/flexgate serve --config $(CONFIG) --log-format pretty
+
+build: setup plugins
+	$(CARGO) build --release -p flexgate
+
+setup:
+	@bash .ci/setup.sh
+
+## Wasm components for plugins/ (target wasm32-wasip2) into plugins/dist/.
+plugins: setup
+	@if [ -x plugins/build.sh ]; then bash plugins/build.sh; else echo "no plugins/build.sh yet"; fi
+
+## Everything CI checks: formatting, lints, the whole test suite, the benchmark harness smoke run.
+test: setup plugins lint unit bench-smoke
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	CI_REQUIRE_TOOLS=1 FLEXGATE_REQUIRE_REDIS=1 $(CARGO) test --workspace --locked
+
+## Side-by-side load benchmark against nginx and HAProxy (see infra/bench/README.md).
+bench:
+	bash infra/bench/run.sh
+
+bench-smoke:
+	@if [ -x infra/bench/run.sh ]; then bash infra/bench/run.sh --smoke; else echo "no bench harness yet"; fi
