@@ -1,6 +1,7 @@
 //! The admin listener (health now; the admin API and UI come later) and the metrics listener.
 #![forbid(unsafe_code)]
 
+pub mod api;
 mod health;
 
 pub use health::{Readiness, health_router};

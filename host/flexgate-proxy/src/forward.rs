@@ -90,19 +90,26 @@ pub async fn forward(
         Version::HTTP_11
     };
 
-    let exceeded = Arc::new(AtomicBool::new(false));
     let replayable = body.is_end_stream();
+    let mut exceeded = None;
     let mut body = Some(match route.max_body {
         Some(max) if !replayable => {
-            ProxyBody::Limited(LimitedBody::new(body, max, exceeded.clone()))
+            let flag = Arc::new(AtomicBool::new(false));
+            exceeded = Some(flag.clone());
+            ProxyBody::Limited(LimitedBody::new(body, max, flag))
         }
         _ => ProxyBody::Stream(body),
     });
-    let idempotent = is_idempotent(&parts.method);
-    let mut tried: Vec<usize> = Vec::new();
+    // Only a request that may be sent again needs its head kept after the first attempt.
+    let may_retry = is_idempotent(&parts.method)
+        && replayable
+        && upstream.retries.attempts > 0
+        && upstream.targets.len() > 1;
+    let mut parts = Some(parts);
+    let mut tried = Tried::default();
 
     loop {
-        let Some(idx) = upstream.pick(hash, &tried) else {
+        let Some(idx) = upstream.pick(hash, |i| tried.contains(i)) else {
             if out.attempts == 0 {
                 out.result = Err(ProxyError::upstream(
                     ErrorKind::Unavailable {
@@ -115,7 +122,7 @@ pub async fn forward(
             return out;
         };
         let target = &upstream.targets[idx];
-        tried.push(idx);
+        tried.insert(idx);
         out.attempts += 1;
         out.target = Some(target.addr.clone());
         let uri = Uri::builder()
@@ -127,8 +134,14 @@ pub async fn forward(
             out.result = Err(ProxyError::internal("bad upstream uri"));
             return out;
         };
-        let mut attempt =
-            Request::from_parts(parts.clone(), body.take().unwrap_or_else(ProxyBody::empty));
+        let head = match (&parts, may_retry) {
+            (Some(p), true) => p.clone(),
+            _ => match parts.take() {
+                Some(p) => p,
+                None => return out,
+            },
+        };
+        let mut attempt = Request::from_parts(head, body.take().unwrap_or_else(ProxyBody::empty));
         *attempt.uri_mut() = uri;
         if !route.preserve_host || !attempt.headers().contains_key(header::HOST) {
             if let Ok(h) = HeaderValue::from_str(target.authority.as_str()) {
@@ -144,7 +157,7 @@ pub async fn forward(
         drop(guard);
         out.upstream_time = Some(elapsed);
         upstream.duration.observe(elapsed.as_secs_f64());
-        let attempts_left = out.attempts <= upstream.retries.attempts && idempotent && replayable;
+        let attempts_left = may_retry && out.attempts <= upstream.retries.attempts;
         let passive = (
             upstream.passive.connect_failures,
             upstream.passive.eject_for.0,
@@ -176,7 +189,7 @@ pub async fn forward(
                     passive.0,
                     passive.1,
                 );
-                if exceeded.load(Ordering::Relaxed) {
+                if exceeded.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
                     out.result = Err(ProxyError::client(ErrorKind::BodyTooLarge));
                     return out;
                 }
@@ -285,5 +298,22 @@ fn hash_key<B>(upstream: &Upstream, fwd: &Forwarded<'_>, req: &Request<B>) -> Op
         },
         KeySource::ClientIp => Some(hasher.hash_one(fwd.conn.client.ip())),
         KeySource::Route => Some(0),
+    }
+}
+
+/// Targets already tried by this request: a bit set, no allocation (upstreams beyond 64 targets
+/// simply may retry a target twice).
+#[derive(Default)]
+struct Tried(u64);
+
+impl Tried {
+    fn insert(&mut self, i: usize) {
+        if i < 64 {
+            self.0 |= 1 << i;
+        }
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        i < 64 && self.0 & (1 << i) != 0
     }
 }

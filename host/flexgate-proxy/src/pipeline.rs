@@ -51,7 +51,7 @@ pub async fn handle(
 
     let mut done = Completion {
         started,
-        route: Arc::from("no_route"),
+        route: snap.no_route_name.clone(),
         method,
         path,
         status: http::StatusCode::OK,

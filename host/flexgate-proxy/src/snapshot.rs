@@ -46,7 +46,8 @@ pub struct Snapshot {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub max_header_size: usize,
     pub access_log: bool,
-    /// Duration histogram for requests that matched no route.
+    /// Label and duration histogram for requests that matched no route.
+    pub no_route_name: Arc<str>,
     pub no_route_duration: Histogram,
 }
 
@@ -88,6 +89,7 @@ impl SharedState {
             upstreams,
             max_header_size: usize::try_from(config.server.max_header_size.0).unwrap_or(usize::MAX),
             access_log: config.log.access_log,
+            no_route_name: Arc::from("no_route"),
             no_route_duration: self.metrics.route_duration("no_route"),
             config,
         })

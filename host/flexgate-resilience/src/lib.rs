@@ -19,8 +19,8 @@ pub mod ratelimit;
 
 pub use breaker::{
     Admission, AttemptResult, BreakerMachine, BreakerPolicy, BreakerSnapshot, BreakerState,
-    CircuitBreaker, FailureClassifier, FailureOn, FailureRatePolicy, Outcome, PolicyError,
-    Transition,
+    CircuitBreaker, FailureClassifier, FailureOn, FailureRatePolicy, MAX_OPEN_FOR, Outcome,
+    PolicyError, ProbeTicket, Transition, TransitionObserver,
 };
 pub use inflight::{InFlightGuard, InFlightLimit};
 pub use metrics::{BreakerMetrics, RejectReason, ResilienceMetrics};

@@ -68,10 +68,7 @@ impl ResilienceMetrics {
                 &["upstream", "reason"],
             )?,
             ratelimit_decisions: IntCounterVec::new(
-                Opts::new(
-                    "flexgate_ratelimit_decisions_total",
-                    "Rate limit decisions",
-                ),
+                Opts::new("flexgate_ratelimit_decisions_total", "Rate limit decisions"),
                 &["route", "decision"],
             )?,
             ratelimit_store_errors: IntCounterVec::new(
@@ -129,12 +126,16 @@ impl ResilienceMetrics {
     /// Count one rate limit decision.
     pub fn ratelimit_decision(&self, route: &str, allowed: bool) {
         let d = if allowed { "allowed" } else { "limited" };
-        self.ratelimit_decisions.with_label_values(&[route, d]).inc();
+        self.ratelimit_decisions
+            .with_label_values(&[route, d])
+            .inc();
     }
 
     /// Count one error or timeout of a shared store (`store`: "redis").
     pub fn ratelimit_store_error(&self, store: &str) {
-        self.ratelimit_store_errors.with_label_values(&[store]).inc();
+        self.ratelimit_store_errors
+            .with_label_values(&[store])
+            .inc();
     }
 
     /// Set whether `route` currently bypasses its shared store.
@@ -206,20 +207,18 @@ mod tests {
                         .any(|l| l.name() == *k && l.value() == *v)
                 })
             })
-            .map(|m| {
-                if m.get_gauge().has_value() {
-                    m.get_gauge().value()
-                } else {
-                    m.get_counter().value()
-                }
-            })
+            // A family is either gauges or counters; the other field reads 0.
+            .map(|m| m.get_gauge().get_value() + m.get_counter().get_value())
     }
 
     #[test]
     fn registers_on_given_registry_only_once() {
         let r = Registry::new();
         assert!(ResilienceMetrics::new(&r).is_ok());
-        assert!(ResilienceMetrics::new(&r).is_err(), "duplicate registration");
+        assert!(
+            ResilienceMetrics::new(&r).is_err(),
+            "duplicate registration"
+        );
         assert!(ResilienceMetrics::new(&Registry::new()).is_ok());
     }
 

@@ -23,12 +23,16 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// An empty body.
 pub fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A body of known length, sent at once.
 pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A streamed body of unknown length (sent chunked over HTTP/1.1).
@@ -75,14 +79,22 @@ impl Collected {
     /// The body parsed as JSON; panics with the body when it is not JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("response body is not JSON ({e}): status {} body {:?}", self.status, self.text())
+            panic!(
+                "response body is not JSON ({e}): status {} body {:?}",
+                self.status,
+                self.text()
+            )
         })
     }
 
     /// The body parsed as an [`crate::EchoReport`] (the echo upstream's answer).
     pub fn echo(&self) -> crate::EchoReport {
         crate::EchoReport::from_json(&self.json()).unwrap_or_else(|| {
-            panic!("not an echo report: status {} body {:?}", self.status, self.text())
+            panic!(
+                "not an echo report: status {} body {:?}",
+                self.status,
+                self.text()
+            )
         })
     }
 
@@ -102,18 +114,36 @@ impl Collected {
 
     /// A trailer value, if trailers arrived.
     pub fn trailer(&self, name: &str) -> Option<&str> {
-        self.trailers.as_ref()?.get(name).and_then(|v| v.to_str().ok())
+        self.trailers
+            .as_ref()?
+            .get(name)
+            .and_then(|v| v.to_str().ok())
     }
 
     /// Asserts the gateway's JSON error shape: `content-type: application/json`, a string `error` and a
     /// non-empty string `request_id`. Returns the parsed body.
     pub fn assert_json_error(&self, status: u16) -> serde_json::Value {
-        assert_eq!(self.status.as_u16(), status, "status; body {:?}", self.text());
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "status; body {:?}",
+            self.text()
+        );
         let ct = self.header("content-type").unwrap_or_default();
-        assert!(ct.starts_with("application/json"), "content-type {ct:?}; body {:?}", self.text());
+        assert!(
+            ct.starts_with("application/json"),
+            "content-type {ct:?}; body {:?}",
+            self.text()
+        );
         let v = self.json();
-        assert!(v.get("error").and_then(|e| e.as_str()).is_some(), "no string `error` in {v}");
-        let id = v.get("request_id").and_then(|e| e.as_str()).unwrap_or_default();
+        assert!(
+            v.get("error").and_then(|e| e.as_str()).is_some(),
+            "no string `error` in {v}"
+        );
+        let id = v
+            .get("request_id")
+            .and_then(|e| e.as_str())
+            .unwrap_or_default();
         assert!(!id.is_empty(), "no non-empty `request_id` in {v}");
         v
     }
@@ -158,19 +188,27 @@ pub struct HttpClient {
 impl HttpClient {
     /// HTTP/1.1 with keep-alive pooling.
     pub fn http1() -> Self {
-        Self { inner: Client::builder(TokioExecutor::new()).build_http() }
+        Self {
+            inner: Client::builder(TokioExecutor::new()).build_http(),
+        }
     }
 
     /// HTTP/1.1, a new connection for every request.
     pub fn http1_fresh() -> Self {
         Self {
-            inner: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http(),
+            inner: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build_http(),
         }
     }
 
     /// HTTP/2 over cleartext with prior knowledge.
     pub fn h2c() -> Self {
-        Self { inner: Client::builder(TokioExecutor::new()).http2_only(true).build_http() }
+        Self {
+            inner: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http(),
+        }
     }
 
     /// Sends a request; the body is not read.
@@ -243,16 +281,64 @@ pub async fn tls_fetch(
         Ok((collect(resp).await?, negotiated))
     } else {
         if !req.headers().contains_key(http::header::HOST) {
-            let host = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
-            req.headers_mut().insert(http::header::HOST, HeaderValue::from_str(&host)?);
+            let host = req
+                .uri()
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            req.headers_mut()
+                .insert(http::header::HOST, HeaderValue::from_str(&host)?);
         }
         // HTTP/1.1 sends origin-form.
-        let pq = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into());
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "/".into());
         *req.uri_mut() = pq.parse()?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
         tokio::spawn(conn);
         let resp = sender.send_request(req).await?;
         Ok((collect(resp).await?, negotiated))
+    }
+}
+
+/// Sends one request over a new plain connection to `addr`, whatever the URL's authority says
+/// (so an h2 request can carry `:authority: app.test`). `h2`: HTTP/2 prior knowledge; otherwise
+/// HTTP/1.1 in origin-form with a `Host` from the URL unless one is set.
+pub async fn conn_fetch(
+    addr: SocketAddr,
+    h2: bool,
+    mut req: Request<Body>,
+) -> Result<Collected, BoxError> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let io = TokioIo::new(tcp);
+    if h2 {
+        *req.version_mut() = Version::HTTP_2;
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        tokio::spawn(conn);
+        collect(sender.send_request(req).await?).await
+    } else {
+        if !req.headers().contains_key(http::header::HOST) {
+            let host = req
+                .uri()
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            req.headers_mut()
+                .insert(http::header::HOST, HeaderValue::from_str(&host)?);
+        }
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "/".into());
+        *req.uri_mut() = pq.parse()?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn);
+        collect(sender.send_request(req).await?).await
     }
 }
 
@@ -268,7 +354,10 @@ pub struct RawHead {
 impl RawHead {
     /// First value of a header (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -283,7 +372,10 @@ impl RawConn {
     pub async fn connect(addr: SocketAddr) -> std::io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Self { stream, buf: Vec::new() })
+        Ok(Self {
+            stream,
+            buf: Vec::new(),
+        })
     }
 
     pub async fn write(&mut self, data: impl AsRef<[u8]>) -> std::io::Result<()> {
@@ -308,6 +400,39 @@ impl RawConn {
                 .into());
             }
         }
+    }
+
+    /// Reads a whole response (skipping 1xx heads): the head and the body, framed by content-length,
+    /// chunked encoding (trailers dropped) or connection close.
+    pub async fn read_response(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(RawHead, Vec<u8>), BoxError> {
+        let head = loop {
+            let h = self.read_head(timeout).await?;
+            if !(100..200).contains(&h.status) {
+                break h;
+            }
+        };
+        if head.status == 204 || head.status == 304 {
+            return Ok((head, Vec::new()));
+        }
+        let chunked = head
+            .header("transfer-encoding")
+            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+        if chunked {
+            let (body, _) = self.read_chunked(timeout).await?;
+            return Ok((head, body));
+        }
+        if let Some(len) = head
+            .header("content-length")
+            .and_then(|l| l.parse::<usize>().ok())
+        {
+            let body = self.read_exact(len, timeout).await?;
+            return Ok((head, body));
+        }
+        let (body, _) = self.read_until_close(timeout).await;
+        Ok((head, body))
     }
 
     /// Reads exactly `n` more bytes.
@@ -396,7 +521,10 @@ impl RawConn {
                 Ok(n)
             }
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out")),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "read timed out",
+            )),
         }
     }
 
@@ -415,6 +543,17 @@ pub async fn raw_exchange(
     let mut conn = RawConn::connect(addr).await?;
     conn.write(data).await?;
     Ok(String::from_utf8_lossy(&conn.read_for(timeout).await).into_owned())
+}
+
+/// Writes `data` on a new connection and reads one whole response (see [`RawConn::read_response`]).
+pub async fn raw_fetch(
+    addr: SocketAddr,
+    data: impl AsRef<[u8]>,
+    timeout: Duration,
+) -> Result<(RawHead, Vec<u8>), BoxError> {
+    let mut conn = RawConn::connect(addr).await?;
+    conn.write(data).await?;
+    conn.read_response(timeout).await
 }
 
 /// The status code of the first response in raw response text (`HTTP/1.1 400 ...`).
@@ -440,7 +579,11 @@ fn parse_head(head: &[u8]) -> Result<RawHead, BoxError> {
             Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         })
         .collect();
-    Ok(RawHead { status, text, headers })
+    Ok(RawHead {
+        status,
+        text,
+        headers,
+    })
 }
 
 pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -19,7 +19,7 @@ pub const BLOCK_LEN: usize = 65_521;
 /// Largest chunk [`pattern_chunks`] hands out.
 pub const MAX_CHUNK: usize = 64 * 1024;
 
-/// The block followed by its first `MAX_CHUNK` bytes again, so any chunk is one contiguous slice.
+/// The block followed by its first `MAX_CHUNK` bytes again (wrapping), so any chunk is one contiguous slice.
 static DOUBLE: LazyLock<Bytes> = LazyLock::new(|| {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut block = Vec::with_capacity(BLOCK_LEN + MAX_CHUNK);
@@ -35,8 +35,11 @@ static DOUBLE: LazyLock<Bytes> = LazyLock::new(|| {
             }
         }
     }
-    let head = block[..MAX_CHUNK].to_vec();
-    block.extend_from_slice(&head);
+    let one = block.clone();
+    while block.len() < BLOCK_LEN + MAX_CHUNK {
+        let n = (BLOCK_LEN + MAX_CHUNK - block.len()).min(BLOCK_LEN);
+        block.extend_from_slice(&one[..n]);
+    }
     Bytes::from(block)
 });
 
@@ -71,7 +74,11 @@ pub fn pattern_frames(
 /// `total` pattern bytes as a stream of `Bytes` chunks of `chunk` bytes (the last one shorter).
 pub fn pattern_chunks(total: u64, chunk: usize) -> impl Stream<Item = Bytes> + Send + 'static {
     let chunk = chunk.clamp(1, MAX_CHUNK);
-    stream::iter(ChunkIter { offset: 0, total, chunk })
+    stream::iter(ChunkIter {
+        offset: 0,
+        total,
+        chunk,
+    })
 }
 
 struct ChunkIter {
@@ -111,7 +118,11 @@ impl PatternCheck {
             let n = data.len().min(MAX_CHUNK);
             if self.first_mismatch.is_none() && data[..n] != pattern_slice(self.offset, n)[..] {
                 let expected = pattern_slice(self.offset, n);
-                let at = data[..n].iter().zip(expected.iter()).position(|(a, b)| a != b).unwrap_or(0);
+                let at = data[..n]
+                    .iter()
+                    .zip(expected.iter())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0);
                 self.first_mismatch = Some(self.offset + at as u64);
             }
             self.offset += n as u64;

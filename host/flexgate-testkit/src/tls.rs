@@ -26,14 +26,18 @@ impl TestCerts {
     pub fn generate() -> Self {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "flexgate test CA");
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "flexgate test CA");
         let ca_key = KeyPair::generate().expect("ca key");
         let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca cert");
 
         let mut leaf_params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
                 .expect("leaf params");
-        leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
+        leaf_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
         let leaf_key = KeyPair::generate().expect("leaf key");
         let leaf = leaf_params.signed_by(&leaf_key, &ca).expect("leaf cert");
 
@@ -44,7 +48,13 @@ impl TestCerts {
         std::fs::write(&cert_path, format!("{}{}", leaf.pem(), ca.pem())).expect("write cert");
         std::fs::write(&key_path, leaf_key.serialize_pem()).expect("write key");
         std::fs::write(&ca_path, ca.pem()).expect("write ca");
-        Self { ca_der: ca.der().clone(), dir, cert_path, key_path, ca_path }
+        Self {
+            ca_der: ca.der().clone(),
+            dir,
+            cert_path,
+            key_path,
+            ca_path,
+        }
     }
 
     /// The folder holding the files.

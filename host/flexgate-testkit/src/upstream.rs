@@ -33,10 +33,51 @@ impl Drop for TaskGuard {
     }
 }
 
-/// A free loopback port that refuses connections: bound, read, and released.
+/// A free loopback port that refuses connections: bound, read, and released. Another bind may take
+/// the port later; prefer [`RefusedPort`], which keeps it reserved.
 pub fn refused_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
+}
+
+/// A loopback port that refuses connections while this value lives: a socket bound to it but not
+/// listening, so connects get a reset and no other test can be handed the port.
+#[derive(Debug)]
+pub struct RefusedPort {
+    socket: socket2::Socket,
+    addr: SocketAddr,
+}
+
+impl RefusedPort {
+    pub fn new() -> Self {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind");
+        let addr = socket
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet addr");
+        Self { socket, addr }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Frees the port (e.g. to start an upstream on it) and returns its address.
+    pub fn release(self) -> SocketAddr {
+        drop(self.socket);
+        self.addr
+    }
+}
+
+impl Default for RefusedPort {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A free loopback port (bound, read, released). There is a small race with other binders.
@@ -46,7 +87,9 @@ pub fn free_port() -> u16 {
 
 async fn bind(addr: Option<SocketAddr>) -> TcpListener {
     let addr = addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-    TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+    TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("bind {addr}: {e}"))
 }
 
 /// Serves HTTP/1.1 and h2c (prior knowledge) with `handler`, counting accepted connections.
@@ -58,7 +101,9 @@ where
     TaskGuard(tokio::spawn(async move {
         let mut tasks = JoinSet::new();
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             conns.fetch_add(1, Ordering::SeqCst);
             let _ = stream.set_nodelay(true);
             let handler = handler.clone();
@@ -171,7 +216,10 @@ impl EchoReport {
     }
     /// First value of a request header as the upstream saw it.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     /// Every value of a request header as the upstream saw it.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
@@ -242,7 +290,11 @@ impl EchoUpstream {
             let st = st.clone();
             async move { echo_handle(st, req).await }
         });
-        Self { addr, state, _task: task }
+        Self {
+            addr,
+            state,
+            _task: task,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -277,7 +329,11 @@ impl EchoUpstream {
     }
     /// Every request received so far (health checks excluded).
     pub fn received(&self) -> Vec<EchoReport> {
-        self.state.received.lock().map(|g| g.clone()).unwrap_or_default()
+        self.state
+            .received
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -314,16 +370,27 @@ async fn echo_handle(st: Arc<EchoState>, req: Request<Incoming>) -> Response<Bod
     let report = EchoReport {
         upstream: st.opts.name.clone(),
         method: parts.method.to_string(),
-        uri: parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default(),
         version: format!("{:?}", parts.version),
         headers: parts
             .headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body_len: body.len() as u64,
         body_sha256: sha256_hex(&body),
-        body: (body.len() <= 4096).then(|| std::str::from_utf8(&body).ok().map(str::to_owned)).flatten(),
+        body: (body.len() <= 4096)
+            .then(|| std::str::from_utf8(&body).ok().map(str::to_owned))
+            .flatten(),
     };
     if let Ok(mut r) = st.received.lock() {
         r.push(report.clone());
@@ -342,19 +409,34 @@ async fn echo_handle(st: Arc<EchoState>, req: Request<Incoming>) -> Response<Bod
                 HeaderValue::from_str(v).expect("trailer value"),
             );
         }
-        let names = st.opts.trailers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ");
+        let names = st
+            .opts
+            .trailers
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         let frames = futures_util::stream::iter(vec![
             Ok::<_, crate::BoxError>(Frame::data(json)),
             Ok(Frame::trailers(trailers)),
         ]);
         let mut r = Response::new(StreamBody::new(frames).boxed_unsync());
-        r.headers_mut().insert(http::header::TRAILER, HeaderValue::from_str(&names).expect("names"));
+        r.headers_mut().insert(
+            http::header::TRAILER,
+            HeaderValue::from_str(&names).expect("names"),
+        );
         r
     };
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert("x-upstream", HeaderValue::from_str(&st.opts.name).expect("name"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        "x-upstream",
+        HeaderValue::from_str(&st.opts.name).expect("name"),
+    );
     for (k, v) in &st.opts.headers {
         h.append(
             HeaderName::from_bytes(k.as_bytes()).expect("header name"),
@@ -395,7 +477,12 @@ impl UploadSink {
             let rx = rx.clone();
             async move { sink_handle(rx, req).await }
         });
-        Self { addr, connections, received, _task: task }
+        Self {
+            addr,
+            connections,
+            received,
+            _task: task,
+        }
     }
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -428,7 +515,10 @@ async fn sink_handle(received: Arc<AtomicU64>, req: Request<Incoming>) -> Respon
             Err(e) => {
                 return Response::builder()
                     .status(StatusCode::BAD_REQUEST)
-                    .body(full(format!("sink: body error after {} bytes: {e}", check.len())))
+                    .body(full(format!(
+                        "sink: body error after {} bytes: {e}",
+                        check.len()
+                    )))
                     .expect("response");
             }
         }
@@ -466,7 +556,12 @@ impl DownloadSource {
             let s = s.clone();
             async move { source_handle(s, req) }
         });
-        Self { addr, connections, sent, _task: task }
+        Self {
+            addr,
+            connections,
+            sent,
+            _task: task,
+        }
     }
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -496,7 +591,10 @@ fn source_handle(sent: Arc<AtomicU64>, req: Request<Incoming>) -> Response<Body>
         (false, None)
     };
     let Some(n) = n else {
-        return Response::builder().status(404).body(full("use /bytes/N or /chunked/N")).expect("resp");
+        return Response::builder()
+            .status(404)
+            .body(full("use /bytes/N or /chunked/N"))
+            .expect("resp");
     };
     let mut b = Response::builder().header("content-type", "application/octet-stream");
     if !chunked {
@@ -509,7 +607,8 @@ fn source_handle(sent: Arc<AtomicU64>, req: Request<Incoming>) -> Response<Body>
         sent.fetch_add(c.len() as u64, Ordering::SeqCst);
         Ok::<_, crate::BoxError>(Frame::data(c))
     });
-    b.body(StreamBody::new(frames).boxed_unsync()).expect("resp")
+    b.body(StreamBody::new(frames).boxed_unsync())
+        .expect("resp")
 }
 
 /// How a [`BrokenUpstream`] misbehaves after reading a request head.
@@ -542,7 +641,9 @@ impl BrokenUpstream {
         let task = TaskGuard(tokio::spawn(async move {
             let mut tasks = JoinSet::new();
             loop {
-                let Ok((mut s, _)) = listener.accept().await else { continue };
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
                 conns.fetch_add(1, Ordering::SeqCst);
                 tasks.spawn(async move {
                     if mode == BreakMode::CloseOnAccept {
@@ -565,7 +666,11 @@ impl BrokenUpstream {
                 while tasks.try_join_next().is_some() {}
             }
         }));
-        Self { addr, connections, _task: task }
+        Self {
+            addr,
+            connections,
+            _task: task,
+        }
     }
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -615,7 +720,9 @@ impl TrailersUpstream {
         let task = TaskGuard(tokio::spawn(async move {
             let mut tasks = JoinSet::new();
             loop {
-                let Ok((mut s, _)) = listener.accept().await else { continue };
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (rq, hs) = (rq.clone(), hs.clone());
                 tasks.spawn(async move {
                     while let Some(head) = read_head(&mut s).await {
@@ -635,7 +742,12 @@ impl TrailersUpstream {
                 while tasks.try_join_next().is_some() {}
             }
         }));
-        Self { addr, requests, heads, _task: task }
+        Self {
+            addr,
+            requests,
+            heads,
+            _task: task,
+        }
     }
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -666,10 +778,14 @@ impl WsEchoUpstream {
         let task = TaskGuard(tokio::spawn(async move {
             let mut tasks = JoinSet::new();
             loop {
-                let Ok((s, _)) = listener.accept().await else { continue };
+                let Ok((s, _)) = listener.accept().await else {
+                    continue;
+                };
                 conns.fetch_add(1, Ordering::SeqCst);
                 tasks.spawn(async move {
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                        return;
+                    };
                     while let Some(Ok(msg)) = ws.next().await {
                         use tokio_tungstenite::tungstenite::Message;
                         let reply = match msg {
@@ -686,7 +802,11 @@ impl WsEchoUpstream {
                 while tasks.try_join_next().is_some() {}
             }
         }));
-        Self { addr, connections, _task: task }
+        Self {
+            addr,
+            connections,
+            _task: task,
+        }
     }
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -194,9 +194,9 @@ macro_rules! export {
                     resp: $crate::rt::ResponseBorrow<'_>,
                 ) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::rt::on_response::<$plugin>(info, resp)
-        }
+                }
             }
-            $crate::bindings::__export_plugin!(FlexgateGuest with_types_in $crate::bindings);
+    $crate::bindings::__export_plugin!(FlexgateGuest with_types_in $crate::bindings);
         };
     };
 }

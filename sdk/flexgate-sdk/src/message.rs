@@ -90,6 +90,7 @@ impl Request<'static> {
     }
 
     /// Builder: set a buffered body (as the host does with `body: buffer`).
+    #[allow(irrefutable_let_patterns)]
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
         if let ReqInner::Owned(o, _) = &mut self.inner {
             o.body = Some(body.into());
@@ -248,6 +249,7 @@ impl Response<'static> {
     }
 
     /// Builder: set the body.
+    #[allow(irrefutable_let_patterns)]
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
         if let RespInner::Owned(o, _) = &mut self.inner {
             o.body = Some(body.into());

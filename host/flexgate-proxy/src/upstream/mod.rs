@@ -150,18 +150,15 @@ impl Upstream {
 
     /// Picks a target not in `tried`. Prefers available targets; when none is, falls back to any
     /// untried one (a "panic mode" as in Envoy: better to try than to fail everything).
-    pub fn pick(&self, hash: Option<u64>, tried: &[usize]) -> Option<usize> {
+    pub fn pick(&self, hash: Option<u64>, tried: impl Fn(usize) -> bool) -> Option<usize> {
         let now = now_nanos();
         let n = self.targets.len();
         let in_flight = |i: usize| self.targets[i].in_flight();
         self.balancer
             .pick(n, hash, in_flight, |i| {
-                !tried.contains(&i) && self.targets[i].is_available(now)
+                !tried(i) && self.targets[i].is_available(now)
             })
-            .or_else(|| {
-                self.balancer
-                    .pick(n, hash, in_flight, |i| !tried.contains(&i))
-            })
+            .or_else(|| self.balancer.pick(n, hash, in_flight, |i| !tried(i)))
     }
 }
 

@@ -44,7 +44,11 @@ pub struct FailureClassifier {
 impl Default for FailureClassifier {
     /// Connect failures, timeouts and 5xx: the usual "the target is unhealthy" set.
     fn default() -> Self {
-        Self::new([FailureOn::ConnectFailure, FailureOn::Timeout, FailureOn::Class(5)])
+        Self::new([
+            FailureOn::ConnectFailure,
+            FailureOn::Timeout,
+            FailureOn::Class(5),
+        ])
     }
 }
 

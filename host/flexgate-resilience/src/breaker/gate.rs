@@ -196,7 +196,9 @@ mod tests {
             b.record(&a, Outcome::Failure);
         }
         assert_eq!(b.state(), BreakerState::Open);
-        assert!(matches!(b.try_acquire(), Admission::Rejected { retry_after } if retry_after == Duration::from_secs(1)));
+        assert!(
+            matches!(b.try_acquire(), Admission::Rejected { retry_after } if retry_after == Duration::from_secs(1))
+        );
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(b.state(), BreakerState::HalfOpen);
         let p1 = b.try_acquire();
@@ -213,7 +215,11 @@ mod tests {
         );
         assert_eq!(b.try_acquire(), Admission::Allowed);
         // Closed → Open, Open → HalfOpen (seen only by the observer), HalfOpen → Closed.
-        let into: Vec<_> = count.into.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+        let into: Vec<_> = count
+            .into
+            .iter()
+            .map(|c| c.load(Ordering::SeqCst))
+            .collect();
         assert_eq!(into, vec![1, 1, 1]);
         assert_eq!(b.trip().map(|t| t.to), Some(BreakerState::Open));
         assert_eq!(b.reset().map(|t| t.to), Some(BreakerState::Closed));
@@ -293,14 +299,22 @@ mod tests {
         }
         let end = b.state();
         let mut total_into = 0;
-        for s in [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen] {
+        for s in [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ] {
             let i = s.as_u8() as usize;
             let into = count.into[i].load(Ordering::SeqCst) as i64;
             let out = count.out_of[i].load(Ordering::SeqCst) as i64;
             total_into += into;
             let initial = i64::from(s == BreakerState::Closed);
             let now_in = i64::from(s == end);
-            assert_eq!(initial + into - out, now_in, "state {s}: into {into} out {out}");
+            assert_eq!(
+                initial + into - out,
+                now_in,
+                "state {s}: into {into} out {out}"
+            );
         }
         assert!(total_into > 10, "the test should exercise transitions");
         // Transitions returned by `record` are a subset of the observed ones (the

@@ -106,7 +106,10 @@ async fn half_open_admits_at_most_n_probes_and_closes_when_all_succeed() {
     assert_eq!(m.record(&probes[1], Outcome::Success, now), None);
     // Still half-open with probes in flight: no new probe.
     assert!(matches!(m.acquire(now).0, Admission::Rejected { .. }));
-    assert_eq!(m.record(&probes[2], Outcome::Success, now), t(HalfOpen, Closed));
+    assert_eq!(
+        m.record(&probes[2], Outcome::Success, now),
+        t(HalfOpen, Closed)
+    );
     assert_eq!(m.acquire(now).0, Admission::Allowed);
 }
 
@@ -213,10 +216,14 @@ async fn ratio_below_threshold_or_min_requests_does_not_trip() {
         assert_eq!(fail(&mut m), None);
     }
     let mut m = BreakerMachine::new(policy, Instant::now());
-    // 40% failures over many requests.
+    // 40% failures over many requests (S S F S F: no prefix reaches 50%).
     for i in 0..100 {
         let (a, _) = m.acquire(Instant::now());
-        assert_eq!(m.record(&a, Outcome::from_failed(i % 5 < 2), Instant::now()), None);
+        let failed = matches!(i % 5, 2 | 4);
+        assert_eq!(
+            m.record(&a, Outcome::from_failed(failed), Instant::now()),
+            None
+        );
     }
     let s = m.snapshot(Instant::now());
     assert_eq!((s.window_requests, s.window_failures), (100, 40));

@@ -14,7 +14,7 @@ mod policy;
 pub use classify::{AttemptResult, FailureClassifier, FailureOn};
 pub use gate::{CircuitBreaker, TransitionObserver};
 pub use machine::BreakerMachine;
-pub use policy::{BreakerPolicy, FailureRatePolicy, PolicyError};
+pub use policy::{BreakerPolicy, FailureRatePolicy, MAX_OPEN_FOR, PolicyError};
 
 use serde::Serialize;
 use std::time::Duration;

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// Upper bound applied to `open_for`/`max_open_for` (one day): longer is surely a
+/// config mistake, and it keeps instant arithmetic far from overflow.
+pub const MAX_OPEN_FOR: Duration = Duration::from_secs(24 * 3600);
+
 /// When and for how long a target's circuit opens.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerPolicy {
@@ -102,7 +106,8 @@ impl BreakerPolicy {
     }
 
     /// Clamp invalid values into range so the machine never misbehaves even if the
-    /// caller skipped [`validate`](Self::validate).
+    /// caller skipped [`validate`](Self::validate); durations are capped at
+    /// [`MAX_OPEN_FOR`].
     pub(crate) fn normalized(mut self) -> Self {
         if self.consecutive_failures == Some(0) {
             self.consecutive_failures = Some(1);
@@ -117,7 +122,9 @@ impl BreakerPolicy {
         if self.open_for.is_zero() {
             self.open_for = Duration::from_millis(1);
         }
-        self.max_open_for = self.max_open_for.max(self.open_for);
+        // Keep `Instant + open_for` far from overflow.
+        self.open_for = self.open_for.min(MAX_OPEN_FOR);
+        self.max_open_for = self.max_open_for.clamp(self.open_for, MAX_OPEN_FOR);
         self.half_open_probes = self.half_open_probes.max(1);
         self
     }

@@ -3,46 +3,27 @@
 use super::gcra::{Decision, Gcra};
 use ahash::RandomState;
 use parking_lot::Mutex;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use tokio::time::Instant;
+
+use super::table::Table;
 
 const SHARDS: usize = 64;
 
 /// Default total key cap.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
-/// Identity hasher: map keys are already ahash outputs, hashing them again is waste.
-#[derive(Default)]
-struct PreHashed(u64);
-
-impl Hasher for PreHashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are used; fold anything else for completeness.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Map = HashMap<u64, u64, BuildHasherDefault<PreHashed>>;
-
 /// Cache-line aligned so neighbouring shard locks do not false-share.
 #[repr(align(128))]
-struct Shard(Mutex<Map>);
+struct Shard(Mutex<Table>);
 
 /// Sharded map of `hash(route, key) -> TAT` with bounded memory.
 ///
-/// * 64 shards, each a `parking_lot::Mutex<HashMap>`: no global lock.
+/// * 64 shards, each a `parking_lot::Mutex` around a small open-addressing table
+///   (see `table.rs` for why not `HashMap`): no global lock.
 /// * Keys are hashed with ahash under a per-process random seed, so an attacker
 ///   cannot aim a flood of keys at one shard. The key string is hashed in place:
-///   a decision allocates nothing.
+///   a decision allocates nothing (only table growth and the batched evictions
+///   below do, amortized over many inserts).
 /// * Memory is bounded: each shard holds at most `max_keys / 64` entries. When a
 ///   full shard needs room, it drops all rested keys (TAT in the past: forgetting
 ///   them changes no decision); if that frees less than 1/8 of the shard, it also
@@ -79,7 +60,9 @@ impl LocalStore {
     pub fn new(max_keys: usize) -> Self {
         let shard_cap = max_keys.div_ceil(SHARDS).max(1);
         Self {
-            shards: (0..SHARDS).map(|_| Shard(Mutex::new(Map::default()))).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Shard(Mutex::new(Table::default())))
+                .collect(),
             hasher: RandomState::new(),
             epoch: Instant::now(),
             shard_cap,
@@ -106,7 +89,8 @@ impl LocalStore {
         // bits in between so both stay well distributed within a shard.
         let shard = &self.shards[((hash >> 32) as usize) % SHARDS];
         let mut map = shard.0.lock();
-        if let Some(tat) = map.get_mut(&hash) {
+        if let Some(i) = map.find(hash) {
+            let tat = map.tat_mut(i);
             let (decision, new_tat) = gcra.decide(*tat, now_ns);
             *tat = new_tat;
             return decision;
@@ -116,15 +100,14 @@ impl LocalStore {
         if map.len() >= self.shard_cap {
             make_room(&mut map, self.shard_cap, now_ns);
         }
-        map.insert(hash, new_tat);
+        map.insert_new(hash, new_tat);
         decision
     }
 
     /// Nanoseconds since the store's epoch, offset by 1 so a stored TAT of 0 is
     /// always in the past.
     fn now_ns(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos())
-            .unwrap_or(u64::MAX - 1)
+        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
             + 1
     }
 
@@ -151,7 +134,7 @@ impl LocalStore {
         for s in self.shards.iter() {
             let mut map = s.0.lock();
             let before = map.len();
-            map.retain(|_, tat| *tat > now_ns);
+            map.retain(|tat| tat > now_ns);
             removed += before - map.len();
         }
         removed
@@ -159,17 +142,27 @@ impl LocalStore {
 }
 
 /// Free at least 1/8 of a full shard: rested keys first, then smallest TATs.
-fn make_room(map: &mut Map, cap: usize, now_ns: u64) {
-    map.retain(|_, tat| *tat > now_ns);
+fn make_room(map: &mut Table, cap: usize, now_ns: u64) {
+    map.retain(|tat| tat > now_ns);
     let target = cap - cap.div_ceil(8);
     if map.len() <= target {
         return;
     }
     let excess = map.len() - target;
-    let mut tats: Vec<u64> = map.values().copied().collect();
+    let mut tats: Vec<u64> = map.tats().collect();
     let (_, &mut cutoff, _) = tats.select_nth_unstable(excess - 1);
-    // Ties at the cutoff may remove a few more than `excess`; that is harmless.
-    map.retain(|_, tat| *tat > cutoff);
+    // Remove exactly `excess`: everything below the cutoff, then as many ties as
+    // needed (ties are common: keys first seen in the same clock tick).
+    let below = tats.iter().filter(|&&t| t < cutoff).count();
+    let mut ties = excess - below;
+    map.retain(|tat| match tat.cmp(&cutoff) {
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal if ties > 0 => {
+            ties -= 1;
+            false
+        }
+        _ => true,
+    });
 }
 
 #[cfg(test)]
@@ -260,7 +253,10 @@ mod tests {
             use std::fmt::Write;
             buf.clear();
             let _ = write!(buf, "{i}");
-            assert!(s.check(&g, "r", &buf).allowed, "new keys are admitted at cap");
+            assert!(
+                s.check(&g, "r", &buf).allowed,
+                "new keys are admitted at cap"
+            );
             if i % 100_000 == 0 {
                 max_seen = max_seen.max(s.len());
                 tokio::time::advance(Duration::from_millis(1)).await;
@@ -268,8 +264,8 @@ mod tests {
         }
         assert!(max_seen <= s.max_keys() && s.len() <= s.max_keys());
         assert!(s.len() >= cap * 3 / 4, "evicts in batches, not everything");
-        // A key checked 3 times is more indebted than a key checked once... the
-        // flood above used each key once; a heavily used key must survive.
+        // Eviction takes the least indebted keys: a heavily used key survives a
+        // second flood of single-use keys.
         let hot = "hot";
         let g2 = Gcra::new(1, Duration::from_secs(3600), 100).unwrap_or_else(|e| panic!("{e}"));
         for _ in 0..50 {

@@ -5,6 +5,7 @@ mod gcra;
 mod headers;
 mod local;
 mod redis_store;
+mod table;
 
 pub use gcra::{Decision, Gcra, GcraError};
 pub use headers::RateLimitHeaders;
@@ -244,20 +245,25 @@ mod tests {
     #[tokio::test]
     async fn fallbacks_are_degraded() {
         let rl = unreachable(OnStoreError::Local).await;
-        let ds: Vec<_> = futures_lite_collect(&rl, 5).await;
+        let ds: Vec<_> = collect_n(&rl, 5).await;
         assert!(ds.iter().all(|d| d.degraded));
         assert_eq!(ds.iter().filter(|d| d.allowed).count(), 3, "local bucket");
 
         let rl = unreachable(OnStoreError::Allow).await;
-        assert!(futures_lite_collect(&rl, 50).await.iter().all(|d| d.allowed && d.degraded));
+        assert!(
+            collect_n(&rl, 50)
+                .await
+                .iter()
+                .all(|d| d.allowed && d.degraded)
+        );
 
         let rl = unreachable(OnStoreError::Deny).await;
-        let ds = futures_lite_collect(&rl, 5).await;
+        let ds = collect_n(&rl, 5).await;
         assert!(ds.iter().all(|d| !d.allowed && d.degraded));
         assert_eq!(ds[0].retry_after, Some(DENY_RETRY_AFTER));
     }
 
-    async fn futures_lite_collect(rl: &RateLimiter, n: usize) -> Vec<Decision> {
+    async fn collect_n(rl: &RateLimiter, n: usize) -> Vec<Decision> {
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
             v.push(rl.check("r", "k").await);

@@ -11,6 +11,10 @@
 //!   touch Redis at all and the caller falls back (see `OnStoreError`).
 //! * Connecting never blocks a request: a background task (re)connects with
 //!   backoff while decisions fall back immediately.
+//!
+//! A decision that exceeded the budget was already sent: Redis may still apply it
+//! (consuming one unit) after the caller fell back. Under a stall this errs towards
+//! limiting, never towards admitting more than the policy.
 
 use super::gcra::{Decision, Gcra};
 use crate::breaker::{Admission, BreakerPolicy, BreakerState, CircuitBreaker, Outcome};

@@ -1,0 +1,343 @@
+//! A loaded plugin version: its pre-instantiated component, limits and instance creation.
+
+use crate::bindings::{Level, Plugin as Bindings, PluginPre};
+use crate::capture::LogLimiter;
+use crate::error::{FailureKind, PluginError};
+use crate::metrics::{Metrics, PluginMetrics};
+use crate::state::StoreState;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, Store, Trap};
+
+/// Plugin-defined metric names kept per plugin version; further names are dropped.
+const MAX_CUSTOM_NAMES: usize = 32;
+
+/// How instances are used (mirrors the config's `isolation`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// Warm instances reused, recycled after `recycle_after` requests or after any trap.
+    #[default]
+    Pooled,
+    /// A fresh instance (instantiate + `init`) for every request.
+    PerRequest,
+}
+
+/// What to load: one plugin version and its limits (plain values, so the runtime does not
+/// depend on the config crate).
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// Plugin name (a metric label, never a path).
+    pub name: String,
+    /// Version string (a metric label).
+    pub version: String,
+    /// The component bytes (`.wasm`).
+    pub bytes: Vec<u8>,
+    /// Instance reuse policy.
+    pub isolation: Isolation,
+    /// Linear memory cap per instance, bytes (default 16 MiB).
+    pub memory_limit: u64,
+    /// Per-call deadline (default 10 ms).
+    pub timeout: Duration,
+    /// `Pooled`: recycle an instance after this many requests (default 10 000).
+    pub recycle_after: u64,
+}
+
+impl PluginSpec {
+    /// A spec with the config defaults (pooled, 16 MiB, 10 ms, recycle after 10 000).
+    pub fn new(name: impl Into<String>, version: impl Into<String>, bytes: Vec<u8>) -> Self {
+        PluginSpec {
+            name: name.into(),
+            version: version.into(),
+            bytes,
+            isolation: Isolation::Pooled,
+            memory_limit: 16 * 1024 * 1024,
+            timeout: Duration::from_millis(10),
+            recycle_after: 10_000,
+        }
+    }
+}
+
+/// State shared by every instance of a plugin version: identity, metrics, log limiting.
+pub(crate) struct PluginShared {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) m: PluginMetrics,
+    custom_names: Mutex<HashSet<String>>,
+    log_limiter: LogLimiter,
+}
+
+macro_rules! guest_event {
+    ($lvl:expr, $($rest:tt)*) => {
+        match $lvl {
+            Level::Trace => tracing::trace!($($rest)*),
+            Level::Debug => tracing::debug!($($rest)*),
+            Level::Info => tracing::info!($($rest)*),
+            Level::Warn => tracing::warn!($($rest)*),
+            Level::Error => tracing::error!($($rest)*),
+        }
+    };
+}
+
+impl PluginShared {
+    pub(crate) fn guest_log(
+        &self,
+        level: Level,
+        message: &str,
+        fields: &[(String, String)],
+        route: &str,
+        request_id: &str,
+    ) {
+        let Some(suppressed) = self.log_limiter.allow() else {
+            return;
+        };
+        let message = truncate(message, 2048);
+        let fields: String = fields
+            .iter()
+            .take(16)
+            .map(|(k, v)| format!("{}={} ", truncate(k, 64), truncate(v, 256)))
+            .collect();
+        guest_event!(level, target: "flexgate::plugin", plugin = %self.name, version = %self.version,
+            route, request_id, fields = fields.trim_end(), suppressed, "{message}");
+    }
+
+    /// Forward captured stdout/stderr.
+    pub(crate) fn guest_output(&self, text: &str, dropped: usize, route: &str, request_id: &str) {
+        let Some(suppressed) = self.log_limiter.allow() else {
+            return;
+        };
+        tracing::info!(target: "flexgate::plugin::stdio", plugin = %self.name,
+            version = %self.version, route, request_id, truncated_bytes = dropped, suppressed,
+            "{text}");
+    }
+
+    fn custom_allowed(&self, name: &str) -> bool {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !name.as_bytes()[0].is_ascii_digit();
+        if !valid {
+            return false;
+        }
+        let mut names = self.custom_names.lock().unwrap_or_else(|e| e.into_inner());
+        if names.contains(name) {
+            return true;
+        }
+        if names.len() >= MAX_CUSTOM_NAMES {
+            return false;
+        }
+        names.insert(name.to_string());
+        true
+    }
+
+    pub(crate) fn custom_counter(&self, name: &str, value: u64) {
+        if self.custom_allowed(name) {
+            self.metrics
+                .custom_total
+                .with_label_values(&[&self.name, &self.version, name])
+                .inc_by(value);
+        }
+    }
+
+    pub(crate) fn custom_observe(&self, name: &str, value: f64) {
+        if value.is_finite() && self.custom_allowed(name) {
+            self.metrics
+                .custom_value
+                .with_label_values(&[&self.name, &self.version, name])
+                .observe(value);
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
+}
+
+/// A plugin version compiled and pre-instantiated once; shared by every route that uses it.
+pub struct LoadedPlugin {
+    pub(crate) shared: Arc<PluginShared>,
+    pub(crate) pre: PluginPre<StoreState>,
+    pub(crate) engine: Engine,
+    pub(crate) isolation: Isolation,
+    pub(crate) memory_limit: usize,
+    pub(crate) deadline_ticks: u64,
+    pub(crate) recycle_after: u64,
+    pub(crate) max_idle: usize,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.shared.name)
+            .field("version", &self.shared.version)
+            .field("isolation", &self.isolation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A failed call, classified.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) kind: FailureKind,
+    pub(crate) reason: String,
+}
+
+impl Failure {
+    pub(crate) fn new(kind: FailureKind, reason: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// One live instance with its store.
+pub(crate) struct Instance {
+    pub(crate) store: Store<StoreState>,
+    pub(crate) bindings: Bindings,
+    pub(crate) uses: u64,
+}
+
+impl LoadedPlugin {
+    pub(crate) fn new(
+        shared: PluginShared,
+        pre: PluginPre<StoreState>,
+        spec: &PluginSpec,
+        tick: Duration,
+        max_idle: usize,
+    ) -> Self {
+        let tick_ns = tick.as_nanos().max(1);
+        let ticks = spec.timeout.as_nanos().div_ceil(tick_ns) as u64 + 1;
+        LoadedPlugin {
+            engine: pre.engine().clone(),
+            shared: Arc::new(shared),
+            pre,
+            isolation: spec.isolation,
+            memory_limit: usize::try_from(spec.memory_limit).unwrap_or(usize::MAX),
+            deadline_ticks: ticks.max(2),
+            recycle_after: spec.recycle_after.max(1),
+            max_idle,
+        }
+    }
+
+    /// Plugin name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Plugin version.
+    pub fn version(&self) -> &str {
+        &self.shared.version
+    }
+
+    /// Instance reuse policy.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    /// Create an instance and run `init(config)` in it.
+    pub(crate) async fn instantiate(&self, config: &str) -> Result<Instance, Failure> {
+        let start = Instant::now();
+        let mut store = Store::new(
+            &self.engine,
+            StoreState::new(self.shared.clone(), self.memory_limit),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.deadline_ticks);
+        let bindings = match self.pre.instantiate_async(&mut store).await {
+            Ok(b) => b,
+            Err(e) => return Err(self.fail(&mut store, e, true)),
+        };
+        self.shared.m.instantiations.inc();
+        let res = bindings
+            .flexgate_plugin_handler()
+            .call_init(&mut store, config)
+            .await;
+        self.shared
+            .m
+            .dur_init
+            .observe(start.elapsed().as_secs_f64());
+        self.after_call(&mut store);
+        match res {
+            Ok(Ok(())) => Ok(Instance {
+                store,
+                bindings,
+                uses: 0,
+            }),
+            Ok(Err(msg)) => {
+                self.shared.m.traps[3].inc();
+                Err(Failure::new(FailureKind::Init, msg))
+            }
+            Err(e) => Err(self.fail(&mut store, e, true)),
+        }
+    }
+
+    /// Classify a wasmtime error and count it.
+    pub(crate) fn fail(
+        &self,
+        store: &mut Store<StoreState>,
+        err: wasmtime::Error,
+        in_init: bool,
+    ) -> Failure {
+        let kind = if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            FailureKind::Timeout
+        } else if store.data().limiter.hit {
+            FailureKind::Memory
+        } else if in_init {
+            FailureKind::Init
+        } else {
+            FailureKind::Trap
+        };
+        let idx = match kind {
+            FailureKind::Trap => 0,
+            FailureKind::Timeout => 1,
+            FailureKind::Memory => 2,
+            _ => 3,
+        };
+        self.shared.m.traps[idx].inc();
+        Failure::new(kind, format!("{err:#}"))
+    }
+
+    /// Bookkeeping after every call: captured output and memory high-water mark.
+    pub(crate) fn after_call(&self, store: &mut Store<StoreState>) {
+        let data = store.data();
+        if let Some((text, dropped)) = data.capture.take() {
+            self.shared
+                .guest_output(&text, dropped, &data.route, &data.request_id);
+        }
+        let peak = i64::try_from(data.limiter.peak).unwrap_or(i64::MAX);
+        if peak > self.shared.m.memory.get() {
+            self.shared.m.memory.set(peak);
+        }
+    }
+}
+
+pub(crate) fn new_shared(metrics: Arc<Metrics>, name: &str, version: &str) -> PluginShared {
+    PluginShared {
+        name: name.to_string(),
+        version: version.to_string(),
+        m: PluginMetrics::new(&metrics, name, version),
+        metrics,
+        custom_names: Mutex::new(HashSet::new()),
+        log_limiter: LogLimiter::new(20.0, 50.0),
+    }
+}
+
+/// Re-exported for the runtime's validation of plugin errors at load time.
+pub(crate) fn init_error(plugin: &str, f: Failure) -> PluginError {
+    PluginError::Init {
+        plugin: plugin.to_string(),
+        reason: f.reason,
+    }
+}

@@ -1,0 +1,432 @@
+//! Runtime behaviour with the real components: isolation modes, chain order, failure policy,
+//! sandbox limits, metrics, cache. Requires `plugins/build.sh`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use flexgate_plugins::{
+    BodyMode, Chain, FailureKind, Isolation, OnError, PluginError, RequestOutcome,
+};
+use std::time::{Duration, Instant};
+
+const HEADERS_CFG: &str = r#"{"request":{"set":{"x-request-id":"${request_id}","x-client":"${client_ip}"},"remove":["x-secret"]},
+    "response":{"set":{"x-served-by":"flexgate"}}}"#;
+
+#[tokio::test]
+async fn headers_plugin_pooled_and_per_request() {
+    let (rt, reg) = runtime();
+    for iso in [Isolation::Pooled, Isolation::PerRequest] {
+        let p = load(&rt, "headers", iso);
+        let chain = single(bind(&p, HEADERS_CFG, OnError::FailClosed, BodyMode::None).await);
+        for _ in 0..3 {
+            let ctx = ctx();
+            let mut parts = request(
+                "GET",
+                "/a?b=1",
+                &[("x-secret", "1"), ("connection", "keep-alive")],
+            );
+            let out = chain.on_request(&ctx, &mut parts, None).await.unwrap();
+            assert!(matches!(out, RequestOutcome::Continue));
+            assert_eq!(
+                header(&parts.headers, "x-request-id").as_deref(),
+                Some("req-123")
+            );
+            assert_eq!(
+                header(&parts.headers, "x-client").as_deref(),
+                Some("192.0.2.7")
+            );
+            assert_eq!(header(&parts.headers, "x-secret"), None);
+            assert_eq!(parts.uri, "/a?b=1");
+            let mut resp = response(200, &[]);
+            chain.on_response(&ctx, &mut resp, None).await.unwrap();
+            assert_eq!(
+                header(&resp.headers, "x-served-by").as_deref(),
+                Some("flexgate")
+            );
+        }
+    }
+    // Pooled: 1 instance (from Binding::new) reused; per-request: 1 (init check) + 3.
+    let inst = |iso| {
+        metric_value(
+            &reg,
+            "flexgate_plugin_instantiations_total",
+            &[("plugin", "headers")],
+        ) - iso
+    };
+    assert_eq!(inst(0.0), 1.0 + 1.0 + 3.0 * 2.0);
+    assert_eq!(
+        metric_value(
+            &reg,
+            "flexgate_plugin_invocations_total",
+            &[("hook", "on_request"), ("outcome", "continue")]
+        ),
+        6.0
+    );
+}
+
+#[tokio::test]
+async fn chain_order_request_forward_response_reverse() {
+    let (rt, _reg) = runtime();
+    let p = load(&rt, "headers", Isolation::Pooled);
+    let a = bind(
+        &p,
+        r#"{"request":{"add":{"x-order":"a"}},"response":{"add":{"x-order":"a"}}}"#,
+        OnError::FailClosed,
+        BodyMode::None,
+    )
+    .await;
+    let b = bind(
+        &p,
+        r#"{"request":{"add":{"x-order":"b"}},"response":{"add":{"x-order":"b"}}}"#,
+        OnError::FailClosed,
+        BodyMode::None,
+    )
+    .await;
+    let chain = Chain::new(vec![a, b]);
+    let ctx = ctx();
+    let mut parts = request("GET", "/", &[]);
+    chain.on_request(&ctx, &mut parts, None).await.unwrap();
+    let order: Vec<_> = parts
+        .headers
+        .get_all("x-order")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(order, ["a", "b"]);
+    let mut resp = response(200, &[]);
+    chain.on_response(&ctx, &mut resp, None).await.unwrap();
+    let order: Vec<_> = resp
+        .headers
+        .get_all("x-order")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(order, ["b", "a"]);
+}
+
+async fn fixture_chain(
+    rt: &flexgate_plugins::PluginRuntime,
+    name: &str,
+    iso: Isolation,
+    cfg: &str,
+    on_error: OnError,
+) -> Chain {
+    // Only the loop fixture should hit the deadline: give the others room on a loaded machine.
+    let p = load_with(rt, name, |s| {
+        s.isolation = iso;
+        if name == "fixture-loop" {
+            s.timeout = Duration::from_millis(10);
+        }
+    });
+    let guard = load(rt, "headers", Isolation::Pooled);
+    let g = bind(
+        &guard,
+        r#"{"request":{"set":{"x-after":"yes"}}}"#,
+        OnError::FailClosed,
+        BodyMode::None,
+    )
+    .await;
+    Chain::new(vec![bind(&p, cfg, on_error, BodyMode::None).await, g])
+}
+
+#[tokio::test]
+async fn fixtures_fail_closed_and_fail_open() {
+    let (rt, reg) = runtime();
+    let cases = [
+        ("fixture-trap", r#"{"always":true}"#, FailureKind::Trap),
+        ("fixture-loop", r#"{"always":true}"#, FailureKind::Timeout),
+        ("fixture-alloc", r#"{"always":true}"#, FailureKind::Memory),
+        ("fixture-flaky", r#"{"error_rate":1.0}"#, FailureKind::Error),
+    ];
+    for iso in [Isolation::Pooled, Isolation::PerRequest] {
+        for (name, cfg, kind) in cases {
+            let closed = fixture_chain(&rt, name, iso, cfg, OnError::FailClosed).await;
+            for _ in 0..2 {
+                let mut parts = request("GET", "/x", &[]);
+                let err = closed
+                    .on_request(&ctx(), &mut parts, None)
+                    .await
+                    .unwrap_err();
+                assert_eq!((err.plugin.as_str(), err.kind), (name, kind), "{err}");
+                assert_eq!(header(&parts.headers, "x-after"), None, "chain stopped");
+            }
+            let open = fixture_chain(&rt, name, iso, cfg, OnError::FailOpen).await;
+            for _ in 0..2 {
+                let mut parts = request("GET", "/x", &[("x-keep", "1")]);
+                let out = open.on_request(&ctx(), &mut parts, None).await.unwrap();
+                assert!(matches!(out, RequestOutcome::Continue));
+                assert_eq!(
+                    header(&parts.headers, "x-after").as_deref(),
+                    Some("yes"),
+                    "{name} skipped"
+                );
+                assert_eq!(header(&parts.headers, "x-keep").as_deref(), Some("1"));
+                assert_eq!(parts.uri, "/x");
+            }
+        }
+    }
+    for reason in ["trap", "timeout", "memory"] {
+        assert_eq!(
+            metric_value(&reg, "flexgate_plugin_traps_total", &[("reason", reason)]),
+            8.0,
+            "{reason}"
+        );
+    }
+    assert!(
+        metric_value(
+            &reg,
+            "flexgate_plugin_memory_bytes",
+            &[("plugin", "fixture-alloc")]
+        ) >= 15.0 * 1024.0 * 1024.0
+    );
+}
+
+#[tokio::test]
+async fn flaky_fraction_and_custom_metric() {
+    let (rt, reg) = runtime();
+    let chain = fixture_chain(
+        &rt,
+        "fixture-flaky",
+        Isolation::Pooled,
+        r#"{"error_rate":0.25}"#,
+        OnError::FailClosed,
+    )
+    .await;
+    let mut errors = 0;
+    for _ in 0..100 {
+        let mut parts = request("GET", "/", &[]);
+        if chain.on_request(&ctx(), &mut parts, None).await.is_err() {
+            errors += 1;
+        }
+    }
+    assert_eq!(errors, 25);
+    assert_eq!(
+        metric_value(
+            &reg,
+            "flexgate_plugin_custom_total",
+            &[("name", "flaky_errors")]
+        ),
+        25.0
+    );
+    assert_eq!(
+        metric_value(
+            &reg,
+            "flexgate_plugin_invocations_total",
+            &[("plugin", "fixture-flaky"), ("outcome", "error")]
+        ),
+        25.0
+    );
+}
+
+#[tokio::test]
+async fn stderr_flood_is_captured_and_harmless() {
+    let (rt, _reg) = runtime();
+    let chain = fixture_chain(
+        &rt,
+        "fixture-stderr",
+        Isolation::Pooled,
+        r#"{"lines":5000}"#,
+        OnError::FailClosed,
+    )
+    .await;
+    for _ in 0..5 {
+        let mut parts = request("GET", "/", &[]);
+        let out = chain.on_request(&ctx(), &mut parts, None).await.unwrap();
+        assert!(matches!(out, RequestOutcome::Continue));
+        assert_eq!(header(&parts.headers, "x-after").as_deref(), Some("yes"));
+    }
+}
+
+#[tokio::test]
+async fn endless_loop_returns_within_deadline() {
+    let (rt, _reg) = runtime();
+    for timeout_ms in [10u64, 50] {
+        let p = load_with(&rt, "fixture-loop", |s| {
+            s.timeout = Duration::from_millis(timeout_ms)
+        });
+        let chain = single(
+            bind(
+                &p,
+                r#"{"always":true}"#,
+                OnError::FailClosed,
+                BodyMode::None,
+            )
+            .await,
+        );
+        for _ in 0..5 {
+            let start = Instant::now();
+            let mut parts = request("GET", "/", &[]);
+            let err = chain
+                .on_request(&ctx(), &mut parts, None)
+                .await
+                .unwrap_err();
+            let took = start.elapsed();
+            assert_eq!(err.kind, FailureKind::Timeout);
+            assert!(
+                took < Duration::from_millis(timeout_ms + 20),
+                "took {took:?} for {timeout_ms} ms"
+            );
+            assert!(
+                took >= Duration::from_millis(timeout_ms).saturating_sub(Duration::from_millis(1)),
+                "{took:?}"
+            );
+        }
+    }
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[tokio::test]
+async fn ten_thousand_traps_keep_memory_bounded() {
+    let (rt, reg) = runtime();
+    let p = load(&rt, "fixture-trap", Isolation::Pooled);
+    let chain = single(bind(&p, r#"{"always":true}"#, OnError::FailOpen, BodyMode::None).await);
+    let run = |n: usize| {
+        let chain = &chain;
+        async move {
+            for _ in 0..n {
+                let mut parts = request("GET", "/", &[]);
+                chain.on_request(&ctx(), &mut parts, None).await.unwrap();
+            }
+        }
+    };
+    run(500).await;
+    let before = rss_bytes();
+    run(10_000).await;
+    let after = rss_bytes();
+    let grown = after.saturating_sub(before);
+    assert!(
+        grown < 10 * 1024 * 1024,
+        "RSS grew by {grown} bytes over 10 000 traps"
+    );
+    // Under heavy CPU contention a few calls may hit the 10 ms deadline before trapping.
+    let failed = metric_value(&reg, "flexgate_plugin_traps_total", &[("reason", "trap")])
+        + metric_value(
+            &reg,
+            "flexgate_plugin_traps_total",
+            &[("reason", "timeout")],
+        );
+    assert_eq!(failed, 10_500.0);
+}
+
+#[tokio::test]
+async fn init_rejection_is_a_load_time_error() {
+    let (rt, reg) = runtime();
+    let p = load(&rt, "fixture-init-reject", Isolation::Pooled);
+    let err = flexgate_plugins::Binding::new(
+        p.clone(),
+        "r",
+        "{}".into(),
+        OnError::FailOpen,
+        BodyMode::None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, PluginError::Init { plugin, reason } if plugin == "fixture-init-reject" && reason.contains("rejected")),
+        "{err}"
+    );
+    assert!(
+        flexgate_plugins::Binding::new(
+            p,
+            "r",
+            r#"{"accept":true}"#.into(),
+            OnError::FailOpen,
+            BodyMode::None
+        )
+        .await
+        .is_ok()
+    );
+    assert_eq!(
+        metric_value(&reg, "flexgate_plugin_traps_total", &[("reason", "init")]),
+        1.0
+    );
+    // A config that does not even parse is rejected the same way.
+    let h = load(&rt, "headers", Isolation::Pooled);
+    assert!(
+        flexgate_plugins::Binding::new(
+            h,
+            "r",
+            r#"{"nope":1}"#.into(),
+            OnError::FailOpen,
+            BodyMode::None
+        )
+        .await
+        .is_err()
+    );
+}
+
+#[tokio::test]
+async fn invalid_component_is_rejected() {
+    let (rt, _reg) = runtime();
+    let err = rt
+        .load(flexgate_plugins::PluginSpec::new(
+            "junk",
+            "0",
+            b"not wasm".to_vec(),
+        ))
+        .unwrap_err();
+    assert!(matches!(err, PluginError::Invalid { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn compile_cache_is_used_across_runtimes() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = || flexgate_plugins::RuntimeOptions {
+        cache_dir: Some(dir.clone()),
+        max_instances: 8,
+        ..Default::default()
+    };
+    let bytes = wasm("headers");
+    let t0 = Instant::now();
+    let rt1 = flexgate_plugins::PluginRuntime::new(opts(), &prometheus::Registry::new()).unwrap();
+    rt1.load(flexgate_plugins::PluginSpec::new(
+        "headers",
+        "1",
+        bytes.clone(),
+    ))
+    .unwrap();
+    let cold = t0.elapsed();
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    let rt2 = flexgate_plugins::PluginRuntime::new(opts(), &prometheus::Registry::new()).unwrap();
+    let t1 = Instant::now();
+    let p = rt2
+        .load(flexgate_plugins::PluginSpec::new("headers", "1", bytes))
+        .unwrap();
+    let warm = t1.elapsed();
+    assert!(warm < cold, "cached load {warm:?} vs compile {cold:?}");
+    let chain = single(bind(&p, HEADERS_CFG, OnError::FailClosed, BodyMode::None).await);
+    let mut parts = request("GET", "/", &[]);
+    chain.on_request(&ctx(), &mut parts, None).await.unwrap();
+    assert_eq!(
+        header(&parts.headers, "x-request-id").as_deref(),
+        Some("req-123")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn recycle_after_bounds_instance_reuse() {
+    let (rt, reg) = runtime();
+    let p = load_with(&rt, "headers", |s| s.recycle_after = 3);
+    let chain = single(bind(&p, HEADERS_CFG, OnError::FailClosed, BodyMode::None).await);
+    for _ in 0..9 {
+        let mut parts = request("GET", "/", &[]);
+        chain.on_request(&ctx(), &mut parts, None).await.unwrap();
+    }
+    assert_eq!(
+        metric_value(
+            &reg,
+            "flexgate_plugin_instantiations_total",
+            &[("plugin", "headers")]
+        ),
+        3.0
+    );
+}
