@@ -11,11 +11,16 @@ use parking_lot::RwLock;
 use serde_json::{Value, json};
 
 /// Named readiness conditions; the process is ready when all are true. Subsystems register their own
-/// (config loaded, listeners bound, later plugins compiled and Redis reachable).
+/// (config loaded, listeners bound, plugins compiled). Informational details (e.g. Redis reachability:
+/// a gateway on its fallback still serves) are reported beside the checks without gating readiness.
 #[derive(Clone, Default)]
 pub struct Readiness {
     checks: Arc<RwLock<BTreeMap<&'static str, bool>>>,
+    details: Arc<RwLock<BTreeMap<&'static str, Detail>>>,
 }
+
+/// Computes a detail when `/health/ready` is asked; `None` leaves it out of the report.
+type Detail = Arc<dyn Fn() -> Option<Value> + Send + Sync>;
 
 impl Readiness {
     /// Declares a condition, initially false, so readiness waits for it.
@@ -31,10 +36,30 @@ impl Readiness {
         self.checks.read().values().all(|&ok| ok)
     }
 
+    /// Reports `detail()` under `details.NAME` on every `/health/ready`, without affecting readiness.
+    pub fn detail(
+        &self,
+        name: &'static str,
+        detail: impl Fn() -> Option<Value> + Send + Sync + 'static,
+    ) {
+        self.details.write().insert(name, Arc::new(detail));
+    }
+
     fn report(&self) -> Value {
         let checks = self.checks.read();
         let ready = checks.values().all(|&ok| ok);
-        json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": *checks })
+        let mut report =
+            json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": *checks });
+        let details: serde_json::Map<String, Value> = self
+            .details
+            .read()
+            .iter()
+            .filter_map(|(name, f)| Some(((*name).to_owned(), f()?)))
+            .collect();
+        if !details.is_empty() {
+            report["details"] = Value::Object(details);
+        }
+        report
     }
 }
 
@@ -91,5 +116,19 @@ mod tests {
         assert_eq!(body["status"], "ready");
         let (status, _) = get(health_router(r), "/health/live").await;
         assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn details_inform_without_gating() {
+        let r = Readiness::default();
+        r.require("config");
+        r.set("config", true);
+        r.detail("redis", || Some(json!({ "reachable": false })));
+        r.detail("absent", || None);
+        let (status, body) = get(health_router(r), "/health/ready").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["details"]["redis"]["reachable"], false);
+        assert!(body["details"].get("absent").is_none());
+        assert!(body["checks"].get("redis").is_none());
     }
 }

@@ -79,6 +79,36 @@ fn parse_in(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErr
     Err(ConfigErrors { problems })
 }
 
+/// Problems found by checks outside this crate (for example bindings checked against the plugin
+/// registry), given as `(field path, message)` and located in `text` like the crate's own, sorted
+/// by position. `text` is the config file's content and `file` its name for the messages.
+pub fn locate_problems(
+    text: &str,
+    file: &str,
+    issues: impl IntoIterator<Item = (String, String)>,
+) -> ConfigErrors {
+    let index = Index::build(text);
+    let mut problems: Vec<Problem> = issues
+        .into_iter()
+        .map(|(path, message)| {
+            let (line, column) = index.locate(&path, false);
+            Problem {
+                file: file.to_owned(),
+                line,
+                column,
+                path: if path.is_empty() {
+                    "(root)".to_owned()
+                } else {
+                    path
+                },
+                message,
+            }
+        })
+        .collect();
+    problems.sort_by_key(|p| (p.line, p.column));
+    ConfigErrors { problems }
+}
+
 fn syntax_error(e: &serde_yaml::Error, text: &str, file: &str) -> ConfigErrors {
     // serde_yaml reports duplicate keys without a position; the index knows where they are.
     let index = Index::build(text);
@@ -127,19 +157,20 @@ routes:
 "#;
 
 /// [`DEFAULT_CONFIG`] as a typed value. Built in code so it cannot fail; a test checks that it equals
-/// the parsed text.
+/// the parsed text. Relative paths (the registry's `./data`) resolve against the current directory.
 pub fn default_config() -> Config {
     let respond = Respond {
         status: 200,
         headers: BTreeMap::from([("content-type".to_owned(), "text/plain".to_owned())]),
         body: "hello from flexgate\n".to_owned(),
     };
-    Config {
+    let mut config = Config {
         version: 1,
         listen: ([0, 0, 0, 0], 8080).into(),
         tls: None,
         admin: Admin {
             listen: ([127, 0, 0, 1], 8081).into(),
+            ..Admin::default()
         },
         metrics: Metrics {
             listen: ([0, 0, 0, 0], 9090).into(),
@@ -147,6 +178,7 @@ pub fn default_config() -> Config {
         log: Log::default(),
         server: Server::default(),
         redis: None,
+        store: StoreConfig::default(),
         plugins: Vec::new(),
         upstreams: Vec::new(),
         routes: vec![Route {
@@ -163,5 +195,7 @@ pub fn default_config() -> Config {
             rate_limit: None,
             plugins: Vec::new(),
         }],
-    }
+    };
+    config.resolve_paths(Path::new("."));
+    config
 }

@@ -3,11 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::schema::Config;
+use crate::schema::{Config, StoreConfig};
 
 impl Config {
-    /// Make `tls.cert`, `tls.key` and every plugin `source` absolute, relative to `base_dir` (the
-    /// folder of the config file). Absolute paths are left alone.
+    /// Make `tls.cert`, `tls.key`, every plugin `source`, the file `store.path` and the
+    /// `admin.auth` files absolute, relative to `base_dir` (the folder of the config file).
+    /// Absolute paths are left alone.
     pub fn resolve_paths(&mut self, base_dir: &Path) {
         let base_dir = if base_dir.as_os_str().is_empty() {
             Path::new(".")
@@ -25,7 +26,19 @@ impl Config {
             fix(&mut tls.key);
         }
         for plugin in &mut self.plugins {
-            fix(&mut plugin.source);
+            if let Some(source) = &mut plugin.source {
+                fix(source);
+            }
+        }
+        if let StoreConfig::File { path } = &mut self.store {
+            fix(path);
+        }
+        let auth = &mut self.admin.auth;
+        for file in [&mut auth.users_file, &mut auth.tokens_file]
+            .into_iter()
+            .flatten()
+        {
+            fix(file);
         }
     }
 }

@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use crate::units::{ByteSize, Dur};
 
-/// The whole file. Topology (listeners, upstreams, routes) is config-as-code; plugin lifecycle lives in the
-/// registry (a later issue).
+/// The whole file. Topology (listeners, upstreams, routes) is config-as-code; the plugin lifecycle
+/// (uploaded versions, which version each route runs) lives in the registry `store`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -38,7 +38,10 @@ pub struct Config {
     /// Only needed when a route uses `rate_limit.store: redis`.
     #[serde(default)]
     pub redis: Option<Redis>,
-    /// Wasm plugins available to routes (a file source for now; the registry adds uploaded versions).
+    /// Where the plugin registry (uploaded versions, rollouts, audit log) lives.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Wasm plugins available to routes: a `source` file, or (without `source`) the registry.
     #[serde(default)]
     pub plugins: Vec<Plugin>,
     #[serde(default)]
@@ -60,24 +63,106 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
-/// The admin API listener; loopback by default because it can change the running gateway.
+/// The admin listener (health, admin API); loopback by default because it can change the running
+/// gateway.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// Who may call the admin API.
+    #[serde(default)]
+    pub auth: AdminAuthConfig,
+    /// Largest plugin upload; larger ones get 413.
+    #[serde(default = "default_max_upload")]
+    pub max_upload: ByteSize,
 }
 
 impl Default for Admin {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            auth: AdminAuthConfig::default(),
+            max_upload: default_max_upload(),
         }
     }
 }
 
 fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8081))
+}
+
+fn default_max_upload() -> ByteSize {
+    ByteSize(20 * 1024 * 1024)
+}
+
+/// `admin.auth`: HS256 tokens (`POST /api/auth/login` for users, or static API tokens), each with
+/// a role: viewer, operator or admin.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminAuthConfig {
+    /// Name of the environment variable holding the JWT secret (the secret never goes in the file).
+    /// When the variable is not set, a random secret is generated at start (tokens do not survive a
+    /// restart and are not shared between replicas).
+    #[serde(default = "default_jwt_secret_env")]
+    pub jwt_secret_env: String,
+    /// YAML users file (`users: [{name, password_hash, role}]`) for `POST /api/auth/login`.
+    #[serde(default)]
+    pub users_file: Option<PathBuf>,
+    /// YAML tokens file (`tokens: [{name, sha256, role}]`): static API tokens for automation.
+    #[serde(default)]
+    pub tokens_file: Option<PathBuf>,
+}
+
+impl Default for AdminAuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret_env: default_jwt_secret_env(),
+            users_file: None,
+            tokens_file: None,
+        }
+    }
+}
+
+/// The default `admin.auth.jwt_secret_env`.
+pub const DEFAULT_JWT_SECRET_ENV: &str = "FLEXGATE_ADMIN_JWT_SECRET";
+
+fn default_jwt_secret_env() -> String {
+    DEFAULT_JWT_SECRET_ENV.to_owned()
+}
+
+/// `store: { kind: file, path: ./data }` (default: embedded, nothing else to run) or
+/// `store: { kind: redis, url: "redis://..." }` (shared by every replica).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// A local data folder, relative to the config file's folder.
+    File {
+        /// Data folder (created when missing).
+        #[serde(default = "default_store_path")]
+        path: PathBuf,
+    },
+    /// A Redis shared by every replica.
+    Redis {
+        /// `redis://host:port[/db]` or `rediss://...`.
+        url: String,
+        /// Key prefix, to share one Redis between gateways that must not see each other's plugins
+        /// (default `flexgate:registry`).
+        #[serde(default)]
+        prefix: Option<String>,
+    },
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::File {
+            path: default_store_path(),
+        }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("data")
 }
 
 /// The Prometheus scrape listener (`/metrics`).
@@ -490,8 +575,10 @@ pub struct Route {
 #[serde(deny_unknown_fields)]
 pub struct Plugin {
     pub name: String,
-    /// Path to a `.wasm` component, relative to the config file's folder.
-    pub source: PathBuf,
+    /// Path to a `.wasm` component, relative to the config file's folder. Absent: the plugin comes
+    /// from the registry (a binding's `version:` pin, otherwise the route's rollout in the store).
+    #[serde(default)]
+    pub source: Option<PathBuf>,
     #[serde(default)]
     pub isolation: Isolation,
     #[serde(default)]
@@ -556,7 +643,7 @@ pub struct PluginBinding {
     pub on_error: OnError,
     #[serde(default)]
     pub body: BodyMode,
-    /// Pin a registry version (registry issue); unset follows the rollout.
+    /// Pin a registry version (plugins without `source` only); unset follows the route's rollout.
     #[serde(default)]
     pub version: Option<String>,
 }

@@ -14,7 +14,7 @@ use crate::error::{Issues, join};
 use crate::schema::Config;
 
 /// The top-level keys, in the order serde would list them.
-const TOP_LEVEL: [&str; 11] = [
+const TOP_LEVEL: [&str; 12] = [
     "version",
     "listen",
     "tls",
@@ -23,6 +23,7 @@ const TOP_LEVEL: [&str; 11] = [
     "log",
     "server",
     "redis",
+    "store",
     "plugins",
     "upstreams",
     "routes",
@@ -97,6 +98,7 @@ pub(crate) fn deserialize(root: &Value, issues: &mut Issues) -> Option<Partial> 
     section(map, "log", &mut c.log, issues);
     section(map, "server", &mut c.server, issues);
     section(map, "redis", &mut c.redis, issues);
+    section(map, "store", &mut c.store, issues);
     let mut source_index = SourceIndex::default();
     (source_index.upstreams, c.upstreams) = list(map, "upstreams", issues, &mut broken_upstreams);
     (source_index.routes, c.routes) = list(map, "routes", issues, &mut BTreeSet::new());

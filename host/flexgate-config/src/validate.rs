@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::conditions::is_token;
 use crate::error::Issues;
 use crate::schema::{
-    CircuitBreaker, Config, LoadBalancing, Match, RateLimitStore, Route, Upstream,
+    CircuitBreaker, Config, LoadBalancing, Match, RateLimitStore, Route, StoreConfig, Upstream,
 };
 use crate::sections::Partial;
 
@@ -37,6 +37,8 @@ pub(crate) fn validate(partial: &mut Partial, issues: &mut Issues) {
     {
         issues.add("redis.url", "must start with `redis://` or `rediss://`");
     }
+    store(&c.store, issues);
+    admin(c, issues);
 
     let idx = &partial.source_index;
     unique_names(
@@ -47,7 +49,18 @@ pub(crate) fn validate(partial: &mut Partial, issues: &mut Issues) {
     );
     for (i, plugin) in idx.plugins.iter().zip(&c.plugins) {
         let at = format!("plugins[{i}]");
-        exists(&plugin.source, &format!("{at}.source"), issues);
+        match &plugin.source {
+            Some(source) => exists(source, &format!("{at}.source"), issues),
+            // Registry plugins become folder names and Redis keys: the registry's stricter rule.
+            None if !is_registry_name(&plugin.name) => issues.add(
+                format!("{at}.name"),
+                format!(
+                    "{:?} cannot be uploaded to the registry: a plugin without `source` needs a name of a-z, 0-9, `-` and `_`, starting with a letter or digit",
+                    plugin.name
+                ),
+            ),
+            None => {}
+        }
         if plugin.limits.memory.get() == 0 {
             issues.add(format!("{at}.limits.memory"), "must be greater than 0");
         }
@@ -80,9 +93,16 @@ pub(crate) fn validate(partial: &mut Partial, issues: &mut Issues) {
         .map(|p| p.name.as_str())
         .chain(partial.broken_plugins.iter().map(String::as_str))
         .collect();
+    let file_plugins = c
+        .plugins
+        .iter()
+        .filter(|p| p.source.is_some())
+        .map(|p| p.name.as_str())
+        .collect();
     let known = Known {
         upstreams,
         plugins,
+        file_plugins,
         redis: c.redis.is_some(),
     };
     unique_names(
@@ -100,7 +120,86 @@ pub(crate) fn validate(partial: &mut Partial, issues: &mut Issues) {
 struct Known<'a> {
     upstreams: BTreeSet<&'a str>,
     plugins: BTreeSet<&'a str>,
+    /// Plugins with a `source` file (the others come from the registry).
+    file_plugins: BTreeSet<&'a str>,
     redis: bool,
+}
+
+/// `store`: a Redis URL must be one; a file store's folder must not be a file.
+fn store(store: &StoreConfig, issues: &mut Issues) {
+    match store {
+        StoreConfig::File { path } => {
+            if path.exists() && !path.is_dir() {
+                issues.add(
+                    "store.path",
+                    format!("{} exists and is not a folder", path.display()),
+                );
+            }
+        }
+        StoreConfig::Redis { url, prefix } => {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                issues.add("store.url", "must start with `redis://` or `rediss://`");
+            }
+            if let Some(prefix) = prefix
+                && (prefix.is_empty()
+                    || prefix.chars().any(|c| c.is_whitespace() || c.is_control()))
+            {
+                issues.add(
+                    "store.prefix",
+                    "must be non-empty, without spaces or control characters",
+                );
+            }
+        }
+    }
+}
+
+/// `admin.auth` and `admin.max_upload`.
+fn admin(c: &Config, issues: &mut Issues) {
+    let auth = &c.admin.auth;
+    if !is_env_name(&auth.jwt_secret_env) {
+        issues.add(
+            "admin.auth.jwt_secret_env",
+            format!(
+                "{:?} is not an environment variable name (letters, digits and `_`, not starting with a digit); put the variable's name here, never the secret itself",
+                auth.jwt_secret_env
+            ),
+        );
+    }
+    if let Some(users) = &auth.users_file {
+        exists(users, "admin.auth.users_file", issues);
+    }
+    if let Some(tokens) = &auth.tokens_file {
+        exists(tokens, "admin.auth.tokens_file", issues);
+    }
+    if c.admin.max_upload.get() == 0 {
+        issues.add("admin.max_upload", "must be greater than 0");
+    }
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`
+fn is_env_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The registry's plugin names: `[a-z0-9][a-z0-9_-]{0,63}`.
+fn is_registry_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
+        && s.len() <= 64
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// `MAJOR.MINOR.PATCH`, optionally with `-pre` and `+build` (the registry checks the rest).
+fn is_semver_like(s: &str) -> bool {
+    let core = s.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && !s.ends_with(['-', '+'])
 }
 
 /// Two listeners on one port would fail at bind time, far from the config line that caused it.
@@ -360,6 +459,22 @@ fn check_route(r: &mut Route, at: &str, known: &Known<'_>, issues: &mut Issues) 
                     binding.plugin
                 ),
             );
+        }
+        if let Some(version) = &binding.version {
+            if known.file_plugins.contains(binding.plugin.as_str()) {
+                issues.add(
+                    format!("{at}.plugins[{j}].version"),
+                    format!(
+                        "plugin {:?} is loaded from its `source` file; `version` pins a registry version and only applies to plugins without `source`",
+                        binding.plugin
+                    ),
+                );
+            } else if !is_semver_like(version) {
+                issues.add(
+                    format!("{at}.plugins[{j}].version"),
+                    format!("invalid version {version:?}: expected semver such as \"1.2.0\""),
+                );
+            }
         }
     }
 }

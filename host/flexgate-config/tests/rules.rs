@@ -61,7 +61,7 @@ fn base_is_valid() {
     let text = config("", "", "");
     assert_eq!(problems(&text), [], "{text}");
     let c = parse(&text, "t.yaml").unwrap();
-    assert!(c.plugins[0].source.is_absolute());
+    assert!(c.plugins[0].source.as_ref().unwrap().is_absolute());
 }
 
 #[test]

@@ -75,7 +75,7 @@ fn bench_calls(c: &mut Criterion) {
                 BodyMode::None,
             ))
             .unwrap();
-        let chain = Chain::new(vec![binding]);
+        let chain = Chain::new(vec![std::sync::Arc::new(binding)]);
         let mut p = parts();
         c.bench_function(name, |b| {
             b.iter_custom(|iters| {

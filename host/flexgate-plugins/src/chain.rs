@@ -57,6 +57,9 @@ struct CtxState {
     stash: Vec<Option<String>>,
     /// How many bindings' `on_request` ran (those get `on_response`).
     entered: Option<usize>,
+    /// Per binding index: the first failure of that binding in this request (even fail-open ones),
+    /// so the caller can attribute errors and traps to plugin versions.
+    failures: Vec<Option<FailureKind>>,
 }
 
 impl CallCtx {
@@ -82,6 +85,20 @@ impl CallCtx {
             request_id: self.request_id.clone(),
             stash,
         }
+    }
+
+    /// The first failure of the binding at `index` during this request, if any.
+    pub fn failure(&self, index: usize) -> Option<FailureKind> {
+        self.with_state(|s| s.failures.get(index).copied().flatten())
+    }
+
+    fn note_failure(&self, index: usize, kind: FailureKind) {
+        self.with_state(|s| {
+            if s.failures.len() <= index {
+                s.failures.resize(index + 1, None);
+            }
+            s.failures[index].get_or_insert(kind);
+        });
     }
 
     fn with_state<R>(&self, f: impl FnOnce(&mut CtxState) -> R) -> R {
@@ -336,14 +353,14 @@ fn reply_to_response(reply: Reply) -> Result<http::Response<Bytes>, Failure> {
 /// The plugins of one route, in order. Immutable; build once per config snapshot and share.
 #[derive(Debug, Default)]
 pub struct Chain {
-    bindings: Vec<Binding>,
+    bindings: Vec<Arc<Binding>>,
     buffer_request: bool,
     buffer_response: bool,
 }
 
 impl Chain {
     /// A chain running `bindings` in order for requests and in reverse for responses.
-    pub fn new(bindings: Vec<Binding>) -> Self {
+    pub fn new(bindings: Vec<Arc<Binding>>) -> Self {
         let buffer = bindings.iter().any(|b| b.body == BodyMode::Buffer);
         Chain {
             bindings,
@@ -368,7 +385,7 @@ impl Chain {
     }
 
     /// The bindings, in order.
-    pub fn bindings(&self) -> &[Binding] {
+    pub fn bindings(&self) -> &[Arc<Binding>] {
         &self.bindings
     }
 
@@ -410,19 +427,27 @@ impl Chain {
                     }
                     Err(f) => {
                         m[2].inc();
-                        self.failed(b, ctx, f, "on_request")?;
+                        self.failed(i, b, ctx, f, "on_request")?;
                     }
                 },
                 Err(f) => {
                     m[2].inc();
-                    self.failed(b, ctx, f, "on_request")?;
+                    self.failed(i, b, ctx, f, "on_request")?;
                 }
             }
         }
         Ok(RequestOutcome::Continue)
     }
 
-    fn failed(&self, b: &Binding, ctx: &CallCtx, f: Failure, hook: &str) -> Result<(), ChainError> {
+    fn failed(
+        &self,
+        i: usize,
+        b: &Binding,
+        ctx: &CallCtx,
+        f: Failure,
+        hook: &str,
+    ) -> Result<(), ChainError> {
+        ctx.note_failure(i, f.kind);
         tracing::warn!(plugin = b.plugin.name(), version = b.plugin.version(), route = %b.route,
             request_id = ctx.request_id, hook, kind = f.kind.as_str(), reason = %f.reason,
             fail_open = b.on_error == OnError::FailOpen, "plugin failed");
@@ -453,7 +478,7 @@ impl Chain {
                 Ok(()) => m[0].inc(),
                 Err(f) => {
                     m[2].inc();
-                    self.failed(b, ctx, f, "on_response")?;
+                    self.failed(i, b, ctx, f, "on_response")?;
                 }
             }
         }

@@ -299,7 +299,7 @@ pub async fn test_plugin(
     )
     .await?;
     let _ = writeln!(out, "plugin {name}: init ok (body: {body_mode:?})");
-    let chain = Chain::new(vec![binding]);
+    let chain = Chain::new(vec![std::sync::Arc::new(binding)]);
 
     let addr = req.client_addr.parse().map_err(|_| {
         PluginError::Input(format!(

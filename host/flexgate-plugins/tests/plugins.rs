@@ -224,7 +224,11 @@ async fn responder_short_circuits_later_plugins_and_earlier_see_reply() {
         BodyMode::None,
     )
     .await;
-    let chain = Chain::new(vec![first, second, third]);
+    let chain = Chain::new(vec![
+        std::sync::Arc::new(first),
+        std::sync::Arc::new(second),
+        std::sync::Arc::new(third),
+    ]);
     let c = ctx();
     let mut parts = request(
         "OPTIONS",

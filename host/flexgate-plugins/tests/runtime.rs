@@ -83,7 +83,7 @@ async fn chain_order_request_forward_response_reverse() {
         BodyMode::None,
     )
     .await;
-    let chain = Chain::new(vec![a, b]);
+    let chain = Chain::new(vec![std::sync::Arc::new(a), std::sync::Arc::new(b)]);
     let ctx = ctx();
     let mut parts = request("GET", "/", &[]);
     chain.on_request(&ctx, &mut parts, None).await.unwrap();
@@ -127,7 +127,10 @@ async fn fixture_chain(
         BodyMode::None,
     )
     .await;
-    Chain::new(vec![bind(&p, cfg, on_error, BodyMode::None).await, g])
+    Chain::new(vec![
+        std::sync::Arc::new(bind(&p, cfg, on_error, BodyMode::None).await),
+        std::sync::Arc::new(g),
+    ])
 }
 
 #[tokio::test]

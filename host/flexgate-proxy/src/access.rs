@@ -29,6 +29,8 @@ pub struct Completion {
     pub duration: Histogram,
     pub requests: IntCounterVec,
     pub log: bool,
+    /// The upstream's `max_in_flight` slot, released with the completion (response fully sent).
+    pub in_flight: Option<flexgate_resilience::InFlightGuard>,
 }
 
 impl Completion {

@@ -36,6 +36,13 @@ pub enum ErrorKind {
     RateLimited {
         retry_after_secs: u64,
     },
+    /// A `fail_closed` plugin trapped, timed out, ran out of memory or returned an error.
+    PluginFailed {
+        plugin: String,
+        kind: &'static str,
+    },
+    /// The upstream response is larger than a body-buffering plugin may hold.
+    ResponseTooLarge,
     Internal(&'static str),
 }
 
@@ -79,7 +86,10 @@ impl ProxyError {
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::AmbiguousFraming(_) | ErrorKind::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ErrorKind::ConnectFailure | ErrorKind::UpstreamBroken => StatusCode::BAD_GATEWAY,
+            ErrorKind::ConnectFailure | ErrorKind::UpstreamBroken | ErrorKind::ResponseTooLarge => {
+                StatusCode::BAD_GATEWAY
+            }
+            ErrorKind::PluginFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -100,6 +110,10 @@ impl ProxyError {
             ErrorKind::UpstreamTimeout => "upstream timed out".into(),
             ErrorKind::Unavailable { reason, .. } => format!("upstream unavailable: {reason}"),
             ErrorKind::RateLimited { .. } => "rate limit exceeded".into(),
+            ErrorKind::PluginFailed { plugin, kind } => format!("plugin {plugin} failed ({kind})"),
+            ErrorKind::ResponseTooLarge => {
+                "upstream response exceeds the buffer of the route's body plugins".into()
+            }
             ErrorKind::Internal(what) => format!("internal error: {what}"),
         }
     }

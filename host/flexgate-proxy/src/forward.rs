@@ -18,6 +18,7 @@ use crate::pipeline::ConnInfo;
 use crate::router::prefix_matches;
 use crate::snapshot::Route;
 use crate::upstream::{Outcome, Upstream, ring_hasher};
+use flexgate_resilience::{AttemptResult, InFlightGuard};
 
 /// Request-scoped facts forwarded along.
 pub struct Forwarded<'a> {
@@ -31,6 +32,9 @@ pub struct ForwardOutcome {
     pub target: Option<Arc<str>>,
     pub upstream_time: Option<Duration>,
     pub attempts: u32,
+    /// The upstream's `max_in_flight` slot; whoever holds it last releases it (the pipeline keeps it
+    /// until the response body is sent).
+    pub in_flight: Option<InFlightGuard>,
 }
 
 /// Sends the request to a target of `upstream`, retrying as its policy allows.
@@ -38,19 +42,27 @@ pub async fn forward(
     route: &Route,
     upstream: &Upstream,
     fwd: Forwarded<'_>,
-    mut req: Request<Incoming>,
+    mut req: Request<ProxyBody>,
 ) -> ForwardOutcome {
     let mut out = ForwardOutcome {
         result: Err(ProxyError::internal("no attempt")),
         target: None,
         upstream_time: None,
         attempts: 0,
+        in_flight: None,
     };
     if let Some(max) = route.max_body
         && content_length(&req).is_some_and(|len| len > max)
     {
         out.result = Err(ProxyError::client(ErrorKind::BodyTooLarge));
         return out;
+    }
+    match upstream.resilience.enter() {
+        Ok(slot) => out.in_flight = slot,
+        Err(e) => {
+            out.result = Err(e);
+            return out;
+        }
     }
     let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -65,6 +77,7 @@ pub async fn forward(
 
     let (mut parts, body) = req.into_parts();
     let original_host = host_of_parts(&parts);
+    let client_takes_trailers = accepts_trailers(&parts.headers, parts.version);
     strip_hop_by_hop(&mut parts.headers, upgrade);
     parts.headers.remove(header::EXPECT); // hyper answered 100-continue when we first read the body
     set_forwarded(
@@ -92,13 +105,13 @@ pub async fn forward(
 
     let replayable = body.is_end_stream();
     let mut exceeded = None;
-    let mut body = Some(match route.max_body {
-        Some(max) if !replayable => {
+    let mut body = Some(match (route.max_body, body) {
+        (Some(max), ProxyBody::Stream(incoming)) if !replayable => {
             let flag = Arc::new(AtomicBool::new(false));
             exceeded = Some(flag.clone());
-            ProxyBody::Limited(LimitedBody::new(body, max, flag))
+            ProxyBody::Limited(LimitedBody::new(incoming, max, flag))
         }
-        _ => ProxyBody::Stream(body),
+        (_, body) => body,
     });
     // Only a request that may be sent again needs its head kept after the first attempt.
     let may_retry = is_idempotent(&parts.method)
@@ -107,22 +120,29 @@ pub async fn forward(
         && upstream.targets.len() > 1;
     let mut parts = Some(parts);
     let mut tried = Tried::default();
+    let mut skipped = 0usize;
 
     loop {
         let Some(idx) = upstream.pick(hash, |i| tried.contains(i)) else {
             if out.attempts == 0 {
-                out.result = Err(ProxyError::upstream(
-                    ErrorKind::Unavailable {
-                        retry_after_secs: 1,
-                        reason: "no target available",
-                    },
-                    false,
-                ));
+                out.result = Err(upstream.resilience.no_target());
             }
             return out;
         };
         let target = &upstream.targets[idx];
         tried.insert(idx);
+        // Open targets are filtered out by `pick`; a half-open one may be out of probes.
+        let admission = upstream.resilience.acquire(idx);
+        if !admission.is_admitted() {
+            skipped += 1;
+            if skipped > upstream.targets.len() {
+                if out.attempts == 0 {
+                    out.result = Err(upstream.resilience.no_target());
+                }
+                return out;
+            }
+            continue;
+        }
         out.attempts += 1;
         out.target = Some(target.addr.clone());
         let uri = Uri::builder()
@@ -143,10 +163,10 @@ pub async fn forward(
         };
         let mut attempt = Request::from_parts(head, body.take().unwrap_or_else(ProxyBody::empty));
         *attempt.uri_mut() = uri;
-        if !route.preserve_host || !attempt.headers().contains_key(header::HOST) {
-            if let Ok(h) = HeaderValue::from_str(target.authority.as_str()) {
-                attempt.headers_mut().insert(header::HOST, h);
-            }
+        if (!route.preserve_host || !attempt.headers().contains_key(header::HOST))
+            && let Ok(h) = HeaderValue::from_str(target.authority.as_str())
+        {
+            attempt.headers_mut().insert(header::HOST, h);
         }
 
         let guard = target.start();
@@ -172,10 +192,12 @@ pub async fn forward(
                     Outcome::Ok
                 };
                 target.record(outcome, passive.0, passive.1);
+                let result = AttemptResult::Status(status.as_u16());
+                upstream.resilience.record(idx, &admission, result);
                 if attempts_left && upstream.retries.statuses.contains(&status.as_u16()) {
                     continue;
                 }
-                out.result = Ok(finish_response(resp, client_upgrade));
+                out.result = Ok(finish_response(resp, client_upgrade, client_takes_trailers));
                 return out;
             }
             Ok(Err(e)) => {
@@ -189,6 +211,16 @@ pub async fn forward(
                     passive.0,
                     passive.1,
                 );
+                let by_client = exceeded.as_ref().is_some_and(|f| f.load(Ordering::Relaxed))
+                    || caused_by_request_body(&e);
+                // A broken exchange is what the client sees as our 502: it counts as one for the
+                // breaker, unless the client's own body failed it.
+                let result = match (connect, by_client) {
+                    (true, _) => AttemptResult::ConnectFailure,
+                    (false, true) => AttemptResult::OtherError,
+                    (false, false) => AttemptResult::Status(502),
+                };
+                upstream.resilience.record(idx, &admission, result);
                 if exceeded.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
                     out.result = Err(ProxyError::client(ErrorKind::BodyTooLarge));
                     return out;
@@ -206,6 +238,9 @@ pub async fn forward(
             }
             Err(_elapsed) => {
                 target.record(Outcome::Timeout, passive.0, passive.1);
+                upstream
+                    .resilience
+                    .record(idx, &admission, AttemptResult::Timeout);
                 out.result = Err(ProxyError::upstream(ErrorKind::UpstreamTimeout, true));
                 if !(attempts_left && upstream.retries.on_timeout) {
                     return out;
@@ -215,13 +250,39 @@ pub async fn forward(
     }
 }
 
-/// Strips hop-by-hop headers from the upstream response and wires protocol upgrades.
+/// Whether the client can receive trailers: always over h2, over HTTP/1.1 only with `TE: trailers`.
+fn accepts_trailers(headers: &http::HeaderMap, version: Version) -> bool {
+    version >= Version::HTTP_2
+        || headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().split(';').next() == Some("trailers"))
+            })
+        })
+}
+
+/// Strips hop-by-hop headers from the upstream response and wires protocol upgrades. The upstream's
+/// `Trailer` declaration survives when the client takes trailers: hyper's HTTP/1.1 server only
+/// sends the trailers a response declares.
 fn finish_response(
     mut resp: Response<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_takes_trailers: bool,
 ) -> Response<ProxyBody> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let declared: Vec<_> = if client_takes_trailers {
+        resp.headers()
+            .get_all(header::TRAILER)
+            .iter()
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
     strip_hop_by_hop(resp.headers_mut(), switching);
+    for v in declared {
+        resp.headers_mut().append(header::TRAILER, v);
+    }
     if switching && let Some(client) = client_upgrade {
         let upstream = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {
@@ -285,6 +346,21 @@ fn is_idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
+}
+
+/// Whether hyper gave up because of the request body we were streaming (the client's fault).
+fn caused_by_request_body(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The consistent-hash key of this request, when the upstream uses one.

@@ -27,12 +27,12 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive (WebSocket handshakes).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        // Rare: allocate only when a Connection header lists extra names.
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
+    if headers.contains_key(header::CONNECTION) {
+        // Every `Connection` line counts; allocate only when one is present.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
             .map(str::trim)
             .filter(|n| !n.is_empty())
             .filter(|n| !(keep_upgrade && n.eq_ignore_ascii_case("upgrade")))
@@ -75,10 +75,14 @@ pub fn via_value(version: http::Version) -> HeaderValue {
 
 /// Appends `value` to a comma-separated list header, creating it if absent.
 pub fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
-    let combined = match headers.get(name).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {value}"),
-        _ => value.to_owned(),
-    };
+    let mut combined = String::new();
+    for existing in headers.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
+        if !existing.trim().is_empty() {
+            combined.push_str(existing);
+            combined.push_str(", ");
+        }
+    }
+    combined.push_str(value);
     if let Ok(v) = HeaderValue::from_str(&combined) {
         headers.insert(name.clone(), v);
     }

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderMap, Request, Response, header};
+use flexgate_plugins::{CallCtx, Chain};
+use http::{HeaderMap, HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
 use crate::access::{Completion, LoggedBody};
@@ -14,8 +15,10 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::forward::{self, Forwarded};
 use crate::gateway::Gateway;
 use crate::headers::{X_REQUEST_ID, via_value};
+use crate::plugins::RoutePlugins;
 use crate::request_id;
-use crate::snapshot::RouteAction;
+use crate::snapshot::{Route, RouteAction};
+use crate::transform::{self, Next};
 
 /// Per-connection facts the pipeline needs.
 #[derive(Debug, Clone, Copy)]
@@ -64,35 +67,42 @@ pub async fn handle(
         duration: snap.no_route_duration.clone(),
         requests: metrics.http_requests.clone(),
         log: snap.access_log,
+        in_flight: None,
     };
 
+    let mut rate_limit = None;
     let result = match route {
         Err(e) => Err(e),
-        Ok(route) => {
+        Ok(route) => 'route: {
             done.route = route.name.clone();
             done.duration = route.duration.clone();
-            match &route.action {
-                RouteAction::Respond {
-                    status,
-                    headers,
-                    body,
-                } => {
-                    let mut resp = Response::new(ProxyBody::full(body.clone()));
-                    *resp.status_mut() = *status;
-                    *resp.headers_mut() = headers.clone();
-                    Ok(resp)
-                }
-                RouteAction::Proxy(upstream) => {
-                    done.upstream = Some(upstream.name.clone());
-                    let fwd = Forwarded {
-                        conn,
-                        request_id: &request_id,
+            if let Some(limit) = &route.rate_limit
+                && let Err(e) = (limit.admit(
+                    &route.name,
+                    conn.client.ip(),
+                    req.headers(),
+                    &mut rate_limit,
+                ))
+                .await
+            {
+                break 'route Err(e);
+            }
+            let req = req.map(ProxyBody::Stream);
+            match &route.plugins {
+                None => act(route, conn, &request_id, req, &mut done).await,
+                Some(rp) => {
+                    let selected = rp.select(conn.client.ip(), req.headers());
+                    let ctx =
+                        CallCtx::new(conn.client, &route.name, request_id.to_str().unwrap_or(""));
+                    let phases = Phases {
+                        rp,
+                        chain: selected.chain(),
+                        ctx: &ctx,
                     };
-                    let outcome = forward::forward(route, upstream, fwd, req).await;
-                    done.target = outcome.target;
-                    done.upstream_time = outcome.upstream_time;
-                    done.attempts = outcome.attempts;
-                    outcome.result
+                    let result = phases.run(route, conn, &request_id, req, &mut done).await;
+                    let status = result.as_ref().map_or_else(|e| e.status(), |r| r.status());
+                    selected.record(&ctx, started.elapsed(), status.as_u16());
+                    result
                 }
             }
         }
@@ -112,9 +122,69 @@ pub async fn handle(
     if done.upstream.is_some() {
         headers.append(header::VIA, via_value(version));
     }
+    if let Some(h) = &rate_limit {
+        h.apply(headers);
+    }
     done.status = resp.status();
     metrics.in_flight.dec();
     resp.map(|body| LoggedBody::new(body, done))
+}
+
+/// The route's action: answer from config or forward upstream.
+async fn act(
+    route: &Route,
+    conn: ConnInfo,
+    request_id: &HeaderValue,
+    req: Request<ProxyBody>,
+    done: &mut Completion,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    match &route.action {
+        RouteAction::Respond {
+            status,
+            headers,
+            body,
+        } => {
+            let mut resp = Response::new(ProxyBody::full(body.clone()));
+            *resp.status_mut() = *status;
+            *resp.headers_mut() = headers.clone();
+            Ok(resp)
+        }
+        RouteAction::Proxy(upstream) => {
+            done.upstream = Some(upstream.name.clone());
+            let fwd = Forwarded { conn, request_id };
+            let outcome = forward::forward(route, upstream, fwd, req).await;
+            done.target = outcome.target;
+            done.upstream_time = outcome.upstream_time;
+            done.attempts = outcome.attempts;
+            done.in_flight = outcome.in_flight;
+            outcome.result
+        }
+    }
+}
+
+/// The plugin chain around the route's action: `on_request` in order, the action (unless a plugin
+/// answered), then `on_response` in reverse. Gateway errors (502, 504, ...) skip `on_response`.
+struct Phases<'a> {
+    rp: &'a RoutePlugins,
+    chain: &'a Chain,
+    ctx: &'a CallCtx,
+}
+
+impl Phases<'_> {
+    async fn run(
+        &self,
+        route: &Route,
+        conn: ConnInfo,
+        request_id: &HeaderValue,
+        req: Request<ProxyBody>,
+        done: &mut Completion,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let resp = match transform::request(self.rp, self.chain, self.ctx, req).await? {
+            Next::Respond(resp) => resp,
+            Next::Forward(req) => act(route, conn, request_id, req, done).await?,
+        };
+        transform::response(self.rp, self.chain, self.ctx, resp).await
+    }
 }
 
 /// `Host` header, or the `:authority` of HTTP/2 and absolute-form requests.

@@ -130,6 +130,11 @@ impl<R> Router<R> {
         }
     }
 
+    /// Every route, in file order (admin views; never on the request path).
+    pub fn routes(&self) -> impl Iterator<Item = &R> {
+        self.routes.iter().map(|(_, r)| r)
+    }
+
     /// The route for a request. `host` is the Host header or `:authority`, port included or not.
     pub fn find(
         &self,

@@ -12,6 +12,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, uri::Authorit
 use parking_lot::Mutex;
 use prometheus::Histogram;
 
+use crate::limit::RouteLimit;
+use crate::plugins::{PluginHost, RoutePlugins};
+use crate::resilience::Resilience;
 use crate::router::{HostMatch, Matcher, PathMatch, Router};
 use crate::upstream::{ClientSettings, HttpClient, Outcome, TargetState, Upstream};
 
@@ -36,6 +39,10 @@ pub struct Route {
     pub preserve_host: bool,
     pub max_body: Option<u64>,
     pub duration: Histogram,
+    /// The Wasm plugin chain; `None` when the route binds no plugin (the hooks are skipped).
+    pub plugins: Option<Arc<RoutePlugins>>,
+    /// `rate_limit`, checked right after routing; `None` when the route has none.
+    pub rate_limit: Option<Arc<RouteLimit>>,
 }
 
 /// Everything a request needs from the config, compiled.
@@ -51,6 +58,13 @@ pub struct Snapshot {
     pub no_route_duration: Histogram,
 }
 
+impl Snapshot {
+    /// The compiled route named `name` (admin views; a linear scan, never on the request path).
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.router.routes().find(|r| &*r.name == name)
+    }
+}
+
 /// A snapshot could not be compiled (the config passed validation, so this is rare: e.g. an address
 /// that is valid YAML but not a valid URI authority).
 #[derive(Debug, thiserror::Error)]
@@ -60,29 +74,48 @@ pub struct BuildError(pub String);
 /// State shared by every snapshot of a process: survives reloads.
 pub struct SharedState {
     pub metrics: CoreMetrics,
+    /// Breakers, in-flight caps, rate limiters and the Redis backend (one set per process).
+    pub resilience: Resilience,
+    /// Loads plugin versions; `None` in a gateway built without a plugin runtime (then a config
+    /// that binds plugins is refused).
+    pub plugins: Option<PluginHost>,
     targets: Mutex<HashMap<(String, String), Arc<TargetState>>>,
     clients: Mutex<HashMap<String, (ClientSettings, HttpClient)>>,
 }
 
 impl SharedState {
-    pub fn new(metrics: CoreMetrics) -> Self {
+    pub fn new(metrics: CoreMetrics, plugins: Option<PluginHost>) -> Self {
         Self {
+            resilience: Resilience::new(&metrics.registry),
             metrics,
+            plugins,
             targets: Mutex::default(),
             clients: Mutex::default(),
         }
     }
 
     /// Compiles `config` into a snapshot, reusing target state and pools of unchanged upstreams.
-    pub fn build(&self, config: Arc<Config>) -> Result<Snapshot, BuildError> {
+    pub async fn build(&self, config: Arc<Config>) -> Result<Snapshot, BuildError> {
+        let mut chains = match &self.plugins {
+            Some(host) => host.build_all(&config).await?,
+            None if config.routes.iter().any(|r| !r.plugins.is_empty()) => {
+                return Err(BuildError(
+                    "plugins are bound but no plugin runtime runs".into(),
+                ));
+            }
+            None => HashMap::new(),
+        };
         let mut upstreams = HashMap::new();
         for u in &config.upstreams {
             upstreams.insert(u.name.clone(), Arc::new(self.upstream(u)?));
         }
         self.prune(&config);
+        self.resilience.configure(&config)?;
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
-            routes.push(self.route(r, &upstreams)?);
+            let mut route = self.route(r, &upstreams)?;
+            route.2.plugins = chains.remove(&r.name);
+            routes.push(route);
         }
         Ok(Snapshot {
             router: Router::new(routes),
@@ -135,7 +168,8 @@ impl SharedState {
             }
         };
         let duration = self.metrics.upstream_duration.with_label_values(&[&u.name]);
-        Ok(Upstream::new(u, targets, client, duration))
+        let resilience = self.resilience.upstream(u, &targets);
+        Ok(Upstream::new(u, targets, client, duration).with_resilience(resilience))
     }
 
     /// Forgets targets and pools of upstreams no longer configured.
@@ -222,6 +256,8 @@ impl SharedState {
             preserve_host: r.preserve_host,
             max_body: r.max_body.map(|b| b.0),
             duration: self.metrics.route_duration(&r.name),
+            plugins: None,
+            rate_limit: self.resilience.route_limit(r)?,
         };
         Ok((
             host,

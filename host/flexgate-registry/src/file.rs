@@ -50,7 +50,7 @@ impl FileStore {
         let root = root.into();
         let state = tokio::task::spawn_blocking({
             let root = root.clone();
-            move || load(&root)
+            move || load(&root, true)
         })
         .await
         .map_err(join_error)??;
@@ -63,6 +63,22 @@ impl FileStore {
                 tx,
             }),
         })
+    }
+
+    /// Reads the state of a data folder without changing anything on disk (no folder created, no
+    /// crash leftovers cleaned): for `flexgate validate` and other read-only tools. A folder that
+    /// does not exist reads as an empty registry.
+    pub async fn read_state(root: impl Into<PathBuf>) -> Result<RegistryState> {
+        let root = root.into();
+        tokio::task::spawn_blocking(move || {
+            if root.is_dir() {
+                load(&root, false)
+            } else {
+                Ok(RegistryState::default())
+            }
+        })
+        .await
+        .map_err(join_error)?
     }
 
     /// The data folder.
@@ -290,12 +306,17 @@ impl Store for FileStore {
     }
 }
 
-/// Loads the state from disk, removing what an interrupted write left behind.
-fn load(root: &Path) -> Result<RegistryState> {
+/// Loads the state from disk; with `repair`, also removes what an interrupted write left behind
+/// (without it nothing on disk changes, and leftovers are simply not part of the state).
+fn load(root: &Path, repair: bool) -> Result<RegistryState> {
     let plugins_dir = root.join("plugins");
-    create_dir_durable(&plugins_dir)?;
-    remove_temp_files(root)?;
-    remove_temp_files(&plugins_dir)?;
+    if repair {
+        create_dir_durable(&plugins_dir)?;
+        remove_temp_files(root)?;
+        remove_temp_files(&plugins_dir)?;
+    } else if !plugins_dir.is_dir() {
+        return load_rollouts(root, RegistryState::default());
+    }
     let mut state = RegistryState::default();
     for entry in fs::read_dir(&plugins_dir)? {
         let entry = entry?;
@@ -303,11 +324,19 @@ fn load(root: &Path) -> Result<RegistryState> {
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
-        let versions = load_plugin(&entry.path(), &name)?;
+        let versions = load_plugin(&entry.path(), &name, repair)?;
         if !versions.is_empty() {
             state.plugins.insert(name, versions);
         }
     }
+    if repair {
+        repair_audit_tail(&root.join("audit.jsonl"))?;
+    }
+    load_rollouts(root, state)
+}
+
+/// Adds `rollouts.json` (if present) to `state`.
+fn load_rollouts(root: &Path, mut state: RegistryState) -> Result<RegistryState> {
     let rollouts_path = root.join("rollouts.json");
     if rollouts_path.is_file() {
         let text = fs::read(&rollouts_path)?;
@@ -319,14 +348,19 @@ fn load(root: &Path) -> Result<RegistryState> {
                 .insert((r.route.clone(), r.plugin.clone()), r);
         }
     }
-    repair_audit_tail(&root.join("audit.jsonl"))?;
     Ok(state)
 }
 
 /// Reads one plugin folder: metadata files whose blob is present; blobs nobody refers to (an
 /// upload killed between blob and metadata, or a delete killed half-way) are removed.
-fn load_plugin(dir: &Path, name: &str) -> Result<BTreeMap<String, PluginVersionMeta>> {
-    remove_temp_files(dir)?;
+fn load_plugin(
+    dir: &Path,
+    name: &str,
+    repair: bool,
+) -> Result<BTreeMap<String, PluginVersionMeta>> {
+    if repair {
+        remove_temp_files(dir)?;
+    }
     let mut versions = BTreeMap::new();
     let mut blobs = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -346,7 +380,7 @@ fn load_plugin(dir: &Path, name: &str) -> Result<BTreeMap<String, PluginVersionM
                     }
                 }
             }
-            Some("wasm") => blobs.push(path),
+            Some("wasm") if repair => blobs.push(path),
             _ => {}
         }
     }

@@ -1,5 +1,6 @@
 //! FlexGate's test kit: a black-box [`Gateway`] harness around the real binary, in-process upstreams
-//! (echo, upload sink, download source, slow, broken, trailers, WebSocket, switchable health),
+//! (echo, upload sink, download source, slow, broken, trailers, WebSocket, switchable health, scripted
+//! faults), a throwaway `redis-server`,
 //! clients (HTTP/1.1, h2c, TLS with ALPN, raw TCP) and generated TLS certificates.
 //!
 //! Everything binds `127.0.0.1:0`, so tests run in parallel. Crates the tests need are re-exported,
@@ -8,6 +9,8 @@
 pub mod client;
 pub mod gateway;
 pub mod pattern;
+pub mod redis;
+pub mod scripted;
 pub mod tls;
 pub mod upstream;
 pub mod yaml;
@@ -18,6 +21,8 @@ pub use client::{
 };
 pub use gateway::{Gateway, GatewayBuilder, Signal, Stream, metric_value};
 pub use pattern::PatternCheck;
+pub use redis::RedisServer;
+pub use scripted::ScriptedUpstream;
 pub use tls::TestCerts;
 pub use upstream::{
     BreakMode, BrokenUpstream, DownloadSource, EchoOptions, EchoReport, EchoUpstream, RefusedPort,

@@ -2,9 +2,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use flexgate_config::{Config, ConfigErrors, StoreConfig};
+use flexgate_registry::{FileStore, RedisStore, RegistryState, Store};
 use flexgate_telemetry::LogFormat;
+
+use crate::plugin_cmd::PluginCommand;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,6 +28,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check a config file and print every problem with its line and field path.
     Validate(ConfigArg),
+    /// Plugin development (new, test) and the registry through the admin API (push, rollout,
+    /// promote, rollback, list).
+    #[command(subcommand)]
+    Plugin(PluginCommand),
 }
 
 #[derive(Debug, Args)]
@@ -43,8 +52,14 @@ pub struct ServeArgs {
 }
 
 /// `flexgate validate`: exit 0 when the file is good, 1 with every problem listed otherwise.
+/// Bindings of registry plugins (no `source`) are checked against the configured store: a pinned
+/// version must be uploaded, an unpinned binding needs a rollout with a stable version.
 pub fn validate(path: &Path) -> ExitCode {
-    match flexgate_config::load(path) {
+    let checked = flexgate_config::load(path).and_then(|cfg| match registry_errors(path, &cfg) {
+        Some(errors) => Err(errors),
+        None => Ok(cfg),
+    });
+    match checked {
         Ok(cfg) => {
             println!(
                 "{}: ok ({} upstreams, {} routes, {} plugins)",
@@ -59,6 +74,59 @@ pub fn validate(path: &Path) -> ExitCode {
             eprintln!("{errors}");
             eprintln!("{}: {} problem(s)", path.display(), errors.problems.len());
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// How long `validate` waits for a Redis store.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Problems of registry-plugin bindings, located in the file; `None` when there are none (or no
+/// binding uses the registry, in which case the store is not even opened).
+fn registry_errors(path: &Path, cfg: &Config) -> Option<ConfigErrors> {
+    let uses_registry = cfg.routes.iter().flat_map(|r| &r.plugins).any(|b| {
+        cfg.plugins
+            .iter()
+            .any(|p| p.name == b.plugin && p.source.is_none())
+    });
+    if !uses_registry {
+        return None;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let state = match runtime {
+        Ok(rt) => rt.block_on(read_registry(&cfg.store)),
+        Err(e) => Err(anyhow::anyhow!("cannot start a runtime: {e}")),
+    };
+    let issues = match state {
+        Ok(state) => flexgate_admin::api::registry_problems(cfg, &state),
+        Err(e) => vec![(
+            "store".to_owned(),
+            format!("cannot read the plugin registry to check the routes' plugin versions: {e:#}"),
+        )],
+    };
+    if issues.is_empty() {
+        return None;
+    }
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    Some(flexgate_config::locate_problems(&text, &file, issues))
+}
+
+/// The registry's current state, without changing it: a file store is read in place (a missing
+/// folder is an empty registry), a Redis store is asked with a short timeout.
+async fn read_registry(store: &StoreConfig) -> anyhow::Result<RegistryState> {
+    match store {
+        StoreConfig::File { path } => Ok(FileStore::read_state(path).await?),
+        StoreConfig::Redis { url, prefix } => {
+            let prefix = prefix.as_deref().unwrap_or(RedisStore::DEFAULT_PREFIX);
+            let store = tokio::time::timeout(REDIS_TIMEOUT, RedisStore::open(url, prefix))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("redis did not answer within {}s", REDIS_TIMEOUT.as_secs())
+                })??;
+            Ok(store.state().as_ref().clone())
         }
     }
 }

@@ -1,9 +1,13 @@
 //! `flexgate`: reads the command line, then hands over to the command. No logic of its own.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod cli;
+mod plugin_cmd;
 mod reload;
+mod rollouts;
 mod serve;
+mod view;
 
 use std::process::ExitCode;
 
@@ -14,5 +18,6 @@ fn main() -> ExitCode {
     match cli.command {
         cli::Command::Serve(args) => serve::run(args),
         cli::Command::Validate(args) => cli::validate(&args.config),
+        cli::Command::Plugin(command) => plugin_cmd::run(command),
     }
 }

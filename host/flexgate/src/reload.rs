@@ -13,12 +13,18 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::serve::Source;
+use crate::view::{GatewayView, Loaded};
 
 /// Editors write files in bursts (truncate, write, rename): wait for quiet before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// Starts the reload task. With the embedded config there is no file: SIGHUP only logs.
-pub fn spawn(source: Source, gateway: Arc<Gateway>, metrics: CoreMetrics) -> JoinHandle<()> {
+pub fn spawn(
+    source: Source,
+    gateway: Arc<Gateway>,
+    metrics: CoreMetrics,
+    view: Arc<GatewayView>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let Source::File(path) = source else {
             tracing::info!("embedded config: reload disabled");
@@ -31,29 +37,43 @@ pub fn spawn(source: Source, gateway: Arc<Gateway>, metrics: CoreMetrics) -> Joi
         while let Some(why) = rx.recv().await {
             tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
-            reload(&path, &gateway, &metrics, why);
+            reload(&path, &gateway, &metrics, &view, why).await;
         }
     })
 }
 
-fn reload(path: &Path, gateway: &Gateway, metrics: &CoreMetrics, why: &str) {
-    let result = flexgate_config::load(path)
-        .map_err(|e| e.to_string())
-        .and_then(|cfg| {
+async fn reload(
+    path: &Path,
+    gateway: &Gateway,
+    metrics: &CoreMetrics,
+    view: &GatewayView,
+    why: &str,
+) {
+    let text = std::fs::read(path).unwrap_or_default();
+    let result = match flexgate_config::load(path) {
+        Err(e) => Err(e.to_string()),
+        Ok(cfg) => {
             let old = gateway.config();
             if old.listen != cfg.listen
                 || old.admin != cfg.admin
                 || old.metrics != cfg.metrics
                 || old.tls != cfg.tls
+                || old.store != cfg.store
             {
                 tracing::warn!(
-                    "listener or TLS changes need a restart; they are ignored until then"
+                    "listener, TLS, admin or store changes need a restart; they are ignored until then"
                 );
             }
-            gateway.reload(cfg).map_err(|e| e.to_string())
-        });
+            gateway.reload(cfg).await.map_err(|e| e.to_string())
+        }
+    };
     match result {
         Ok(()) => {
+            view.loaded.store(Arc::new(Loaded {
+                file: path.display().to_string(),
+                sha256: flexgate_registry::sha256_hex(&text),
+                loaded_at: flexgate_registry::now_rfc3339(),
+            }));
             metrics.config_reloads.with_label_values(&["success"]).inc();
             tracing::info!(trigger = why, config = %path.display(), "config reloaded");
         }

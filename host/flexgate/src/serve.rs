@@ -4,15 +4,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use flexgate_admin::{Readiness, health_router, metrics_router};
+use std::sync::Arc;
+
+use flexgate_admin::{Readiness, metrics_router};
 use flexgate_config::Config;
+use flexgate_plugins::{PluginRuntime, RuntimeOptions};
 use flexgate_proxy::Gateway;
+use flexgate_proxy::plugins::PluginHost;
 use flexgate_telemetry::CoreMetrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::cli::ServeArgs;
-use crate::reload;
+use crate::{admin, reload, rollouts, view};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -81,7 +86,31 @@ async fn serve(source: Source, config: Config) -> anyhow::Result<()> {
     let metrics = CoreMetrics::new(VERSION).context("metrics registry")?;
     let readiness = Readiness::default();
     readiness.require("config");
+    readiness.require("plugins");
     readiness.require("listeners");
+
+    let store = admin::open_store(&config).await?;
+    let plugin_runtime = PluginRuntime::new(
+        RuntimeOptions {
+            cache_dir: Some(cache_dir(&config)),
+            ..RuntimeOptions::default()
+        },
+        &metrics.registry,
+    )
+    .context("starting the plugin runtime")?;
+    let loaded = view::Loaded {
+        file: match &source {
+            Source::File(p) => p.display().to_string(),
+            Source::Embedded => "(embedded default)".into(),
+        },
+        sha256: match &source {
+            Source::File(p) => std::fs::read(p)
+                .map(|b| flexgate_registry::sha256_hex(&b))
+                .unwrap_or_default(),
+            Source::Embedded => String::new(),
+        },
+        loaded_at: flexgate_registry::now_rfc3339(),
+    };
 
     let proxy_addr = config.listen;
     let tls = match &config.tls {
@@ -90,8 +119,39 @@ async fn serve(source: Source, config: Config) -> anyhow::Result<()> {
     };
     let server_settings = config.server.clone();
     let (admin_addr, metrics_addr) = (config.admin.listen, config.metrics.listen);
-    let gateway = Gateway::new(config, metrics.clone()).context("building gateway")?;
+    let admin_config = config.clone();
+    let plugin_host = PluginHost::new(plugin_runtime.clone(), Some(store.clone()));
+    let gateway = Gateway::new(config, metrics.clone(), Some(plugin_host))
+        .await
+        .context("building gateway")?;
     readiness.set("config", true);
+    // Informational: a gateway whose Redis is down keeps serving on its `on_store_error` fallback.
+    let redis_view = gateway.clone();
+    readiness.detail("redis", move || {
+        redis_view.redis_status().map(|r| {
+            serde_json::json!({
+                "reachable": r.connected, "degraded": r.degraded, "breaker": r.breaker.as_str(),
+            })
+        })
+    });
+    readiness.set("plugins", true);
+    let runtime_view = Arc::new(view::GatewayView {
+        gateway: gateway.clone(),
+        loaded: arc_swap::ArcSwap::from_pointee(loaded),
+    });
+    let validator = Arc::new(view::RuntimeValidator {
+        runtime: plugin_runtime,
+    });
+    let admin_app = admin::admin_router(
+        &admin_config,
+        readiness.clone(),
+        store.clone(),
+        runtime_view.clone(),
+        validator,
+    )
+    .await?;
+    drop(admin_config);
+    let rollout_tasks = rollouts::spawn(gateway.clone(), store, &metrics.registry)?;
 
     let proxy = flexgate_proxy::server::bind(proxy_addr)
         .with_context(|| format!("binding {proxy_addr}"))?;
@@ -117,7 +177,7 @@ async fn serve(source: Source, config: Config) -> anyhow::Result<()> {
         let _ = rx.wait_for(|&s| s).await;
     };
     let admin_task = tokio::spawn(
-        axum::serve(admin, health_router(readiness.clone()))
+        axum::serve(admin, admin_app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
@@ -126,15 +186,27 @@ async fn serve(source: Source, config: Config) -> anyhow::Result<()> {
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
-    let reloader = reload::spawn(source, gateway.clone(), metrics.clone());
+    let reloader = reload::spawn(source, gateway.clone(), metrics.clone(), runtime_view);
 
     flexgate_proxy::server::serve(proxy, tls, gateway, &server_settings, shutdown_signal()).await;
     readiness.set("listeners", false);
     reloader.abort();
+    rollout_tasks.iter().for_each(JoinHandle::abort);
     let _ = stop_tx.send(true);
     let _ = tokio::join!(admin_task, metrics_task);
     tracing::info!("flexgate stopped");
     Ok(())
+}
+
+/// Compiled plugins are cached beside the file store's data (or in the temp folder with Redis), so a
+/// restart deserializes instead of compiling (~0.1 ms instead of ~35 ms per version).
+fn cache_dir(config: &Config) -> PathBuf {
+    match &config.store {
+        flexgate_config::StoreConfig::File { path } => path.join("compiled"),
+        flexgate_config::StoreConfig::Redis { .. } => {
+            std::env::temp_dir().join("flexgate-compiled")
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

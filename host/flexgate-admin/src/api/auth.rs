@@ -156,7 +156,8 @@ impl AuthSettings {
         })
     }
 
-    /// Loads the secret from the environment variable and the optional users and tokens files.
+    /// Loads the secret from the environment variable and the optional users and tokens files;
+    /// fails when the variable is not set (see [`AuthSettings::with_files`] to supply a secret).
     pub fn load(config: &AdminAuthConfig) -> Result<AuthSettings, AuthSetupError> {
         let secret = std::env::var(&config.jwt_secret_env).map_err(|_| {
             AuthSetupError(format!(
@@ -164,6 +165,14 @@ impl AuthSettings {
                 config.jwt_secret_env
             ))
         })?;
+        AuthSettings::with_files(secret, config)
+    }
+
+    /// Settings with `secret` and the users and tokens files named in `config` (if any).
+    pub fn with_files(
+        secret: impl Into<Vec<u8>>,
+        config: &AdminAuthConfig,
+    ) -> Result<AuthSettings, AuthSetupError> {
         let mut settings = AuthSettings::new(secret)?;
         if let Some(path) = &config.users_file {
             settings = settings.with_users(parse_users(&read(path)?)?)?;
@@ -308,6 +317,14 @@ pub fn hash_password(password: &str) -> Result<String, AuthSetupError> {
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| AuthSetupError(e.to_string()))
+}
+
+/// A fresh random 32-byte JWT secret from the OS generator, for when none is configured.
+pub fn random_secret() -> Vec<u8> {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    let mut secret = vec![0u8; 32];
+    OsRng.fill_bytes(&mut secret);
+    secret
 }
 
 /// The SHA-256 hex of a static token, as stored in the tokens file.

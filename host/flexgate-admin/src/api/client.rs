@@ -79,6 +79,26 @@ pub async fn rollout(
     canary: &str,
     percent: u8,
 ) -> Result<Value, ClientError> {
+    rollout_with(url, token, route, plugin, canary, percent, None).await
+}
+
+/// [`rollout`], also setting the sticky key (`client_ip`, `header:NAME` or `random`) when given;
+/// otherwise the current one is kept. The write is conditional on the revision read first, so a
+/// concurrent change is reported as a conflict rather than overwritten.
+pub async fn rollout_with(
+    url: &str,
+    token: &str,
+    route: &str,
+    plugin: &str,
+    canary: &str,
+    percent: u8,
+    sticky: Option<&str>,
+) -> Result<Value, ClientError> {
+    if percent > 100 {
+        return Err(ClientError::Invalid(format!(
+            "percent {percent} is over 100"
+        )));
+    }
     let path = format!(
         "{}/api/rollouts/{}/{}",
         base(url),
@@ -104,6 +124,9 @@ pub async fn rollout(
         }),
         None => serde_json::json!({ "revision": 0 }),
     };
+    if let Some(sticky) = sticky {
+        spec["sticky"] = Value::from(sticky);
+    }
     match stable {
         Some(stable) if stable != canary => {
             spec["stable"] = Value::from(stable);

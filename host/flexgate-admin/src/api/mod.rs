@@ -7,6 +7,7 @@
 
 mod audit;
 mod auth;
+mod bindings;
 pub mod client;
 mod config;
 mod error;
@@ -26,8 +27,9 @@ use flexgate_registry::Store;
 
 pub use auth::{
     AuthSettings, AuthSetupError, DEFAULT_TOKEN_TTL, LoginRequest, LoginResponse, Principal, Role,
-    TokenRecord, UserRecord, hash_password, hash_token, parse_tokens, parse_users,
+    TokenRecord, UserRecord, hash_password, hash_token, parse_tokens, parse_users, random_secret,
 };
+pub use bindings::registry_problems;
 pub use config::{AdminApiConfig, AdminAuthConfig, StoreConfig, open_store};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use json::JSON_LIMIT;

@@ -109,7 +109,8 @@ pub struct ValidateResult {
 }
 
 /// Validates a candidate YAML config (the body) without applying it. Besides the config's own
-/// rules, a version pinned on a route binding must exist in the registry.
+/// rules, every binding of a registry plugin must be servable: a pinned version must be uploaded,
+/// an unpinned binding needs a rollout with a stable version.
 #[utoipa::path(post, path = "/api/config/validate", tag = "runtime", security(("bearer" = [])),
     request_body(content = String, content_type = "application/yaml",
         description = "The candidate flexgate.yaml"),
@@ -129,40 +130,35 @@ pub async fn validate_config(
         .map_err(|_| ApiError::bad_request("invalid_body", "the config is not UTF-8 text"))?;
     let problems = match flexgate_config::parse(text, "candidate.yaml") {
         Ok(config) => {
-            let registry = state.store().state();
-            let mut problems = Vec::new();
-            for (i, route) in config.routes.iter().enumerate() {
-                for (j, binding) in route.plugins.iter().enumerate() {
-                    if let Some(version) = &binding.version
-                        && registry.version(&binding.plugin, version).is_none()
-                    {
-                        problems.push(ValidateProblem {
-                            line: 0,
-                            column: 0,
-                            path: format!("routes[{i}].plugins[{j}].version"),
-                            message: format!(
-                                "{}@{version} has not been uploaded to the registry",
-                                binding.plugin
-                            ),
-                        });
-                    }
-                }
+            let state = state.store().state();
+            let issues = super::bindings::registry_problems(&config, &state);
+            if issues.is_empty() {
+                Vec::new()
+            } else {
+                to_problems(flexgate_config::locate_problems(
+                    text,
+                    "candidate.yaml",
+                    issues,
+                ))
             }
-            problems
         }
-        Err(errors) => errors
-            .problems
-            .into_iter()
-            .map(|p| ValidateProblem {
-                line: p.line as u64,
-                column: p.column as u64,
-                path: p.path,
-                message: p.message,
-            })
-            .collect(),
+        Err(errors) => to_problems(errors),
     };
     Ok(Json(ValidateResult {
         valid: problems.is_empty(),
         problems,
     }))
+}
+
+fn to_problems(errors: flexgate_config::ConfigErrors) -> Vec<ValidateProblem> {
+    errors
+        .problems
+        .into_iter()
+        .map(|p| ValidateProblem {
+            line: p.line as u64,
+            column: p.column as u64,
+            path: p.path,
+            message: p.message,
+        })
+        .collect()
 }

@@ -119,5 +119,5 @@ pub fn metric_value(registry: &prometheus::Registry, name: &str, labels: &[(&str
 }
 
 pub fn single(b: Binding) -> Chain {
-    Chain::new(vec![b])
+    Chain::new(vec![Arc::new(b)])
 }

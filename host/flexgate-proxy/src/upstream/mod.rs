@@ -18,6 +18,7 @@ pub use balancer::{Balancer, ring_hasher};
 pub use target::{InFlight, Outcome, TargetState, now_nanos};
 
 use crate::body::ProxyBody;
+use crate::resilience::UpstreamResilience;
 
 /// The pooled client type used for every upstream.
 pub type HttpClient = Client<HttpConnector, ProxyBody>;
@@ -96,6 +97,8 @@ pub struct Upstream {
     pub retries: RetryPolicy,
     pub passive: config::PassiveHealth,
     pub duration: Histogram,
+    /// Circuit breakers per target, failure classifier, in-flight cap.
+    pub resilience: UpstreamResilience,
     health_task: Option<JoinHandle<()>>,
 }
 
@@ -144,21 +147,33 @@ impl Upstream {
             retries: RetryPolicy::of(&cfg.retries),
             passive: cfg.passive_health,
             duration,
+            resilience: UpstreamResilience::default(),
             health_task,
         }
     }
 
+    /// Attaches the breakers and in-flight cap (from [`crate::resilience::Resilience::upstream`]).
+    pub fn with_resilience(mut self, resilience: UpstreamResilience) -> Self {
+        self.resilience = resilience;
+        self
+    }
+
     /// Picks a target not in `tried`. Prefers available targets; when none is, falls back to any
-    /// untried one (a "panic mode" as in Envoy: better to try than to fail everything).
+    /// untried one (a "panic mode" as in Envoy: better to try than to fail everything). A target
+    /// whose circuit is open is never picked, not even in panic mode.
     pub fn pick(&self, hash: Option<u64>, tried: impl Fn(usize) -> bool) -> Option<usize> {
         let now = now_nanos();
         let n = self.targets.len();
         let in_flight = |i: usize| self.targets[i].in_flight();
         self.balancer
             .pick(n, hash, in_flight, |i| {
-                !tried(i) && self.targets[i].is_available(now)
+                !tried(i) && self.targets[i].is_available(now) && self.resilience.may_admit(i)
             })
-            .or_else(|| self.balancer.pick(n, hash, in_flight, |i| !tried(i)))
+            .or_else(|| {
+                self.balancer.pick(n, hash, in_flight, |i| {
+                    !tried(i) && self.resilience.may_admit(i)
+                })
+            })
     }
 }
 

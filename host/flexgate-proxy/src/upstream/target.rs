@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use flexgate_resilience::CircuitBreaker;
 use http::uri::Authority;
+use parking_lot::Mutex;
 use prometheus::IntCounter;
 
 /// Outcome of one attempt, as counted in `flexgate_upstream_requests_total{outcome}`.
@@ -55,6 +57,9 @@ pub struct TargetState {
     /// Verdict of the active health check (true when no check is configured).
     healthy: AtomicBool,
     outcomes: [IntCounter; 5],
+    /// The target's circuit breaker, when its upstream configures one. Kept here so that its state
+    /// survives reloads with the target; snapshots copy the `Arc` so the request path never locks this.
+    breaker: Mutex<Option<Arc<CircuitBreaker>>>,
 }
 
 impl std::fmt::Debug for TargetState {
@@ -75,7 +80,29 @@ impl TargetState {
             ejected_until: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             outcomes,
+            breaker: Mutex::new(None),
         }
+    }
+
+    /// The circuit breaker, if the upstream configures one.
+    pub fn breaker(&self) -> Option<Arc<CircuitBreaker>> {
+        self.breaker.lock().clone()
+    }
+
+    /// Installs, keeps or removes the breaker on (re)load: `make` builds a new one when there is none.
+    /// Returns the breaker now in place.
+    pub(crate) fn configure_breaker(
+        &self,
+        policy: Option<flexgate_resilience::BreakerPolicy>,
+        make: impl FnOnce(flexgate_resilience::BreakerPolicy) -> CircuitBreaker,
+    ) -> Option<Arc<CircuitBreaker>> {
+        let mut slot = self.breaker.lock();
+        match (policy, slot.as_ref()) {
+            (None, _) => *slot = None,
+            (Some(p), Some(b)) => b.update_policy(p),
+            (Some(p), None) => *slot = Some(Arc::new(make(p))),
+        }
+        slot.clone()
     }
 
     /// Neither ejected by passive health nor marked down by the active check.

@@ -1,0 +1,114 @@
+//! A throwaway `redis-server` on a free loopback port (the real server from the distribution, never a
+//! mock), killed on drop.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `redis-server`.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts a server, or returns `None` (after saying why on stderr) when `redis-server` is not
+    /// installed and `FLEXGATE_REQUIRE_REDIS` is unset. With the variable set (CI), a missing server
+    /// is a test failure.
+    pub fn start_or_skip(test: &str) -> Option<Self> {
+        let installed = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !installed {
+            if std::env::var_os("FLEXGATE_REQUIRE_REDIS").is_some_and(|v| v != "0") {
+                panic!("{test}: redis-server is not installed but FLEXGATE_REQUIRE_REDIS is set");
+            }
+            // Straight to the stderr handle: libtest captures `eprintln!` of passing tests, and a skip
+            // must not look like a silent pass.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: redis-server is not installed \
+                 (set FLEXGATE_REQUIRE_REDIS=1 to make this a failure)"
+            );
+            return None;
+        }
+        let mut server = Self {
+            child: None,
+            port: crate::free_port(),
+        };
+        server.spawn();
+        Some(server)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL (a crash), and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port, with an empty dataset.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Whether the server answers `PING`.
+    pub fn ping(&self) -> bool {
+        ping(self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn redis-server: {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if ping(self.port) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not answer PING", self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok();
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
