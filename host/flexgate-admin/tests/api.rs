@@ -1172,3 +1172,457 @@ async fn unknown_endpoints_and_methods_use_the_error_shape() {
         (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
     );
 }
+
+/// Every `/api` endpoint except the OpenAPI document and login, with a body that is valid where
+/// one is needed: (method, uri, content type, body, least role that may call it).
+fn protected_endpoints() -> Vec<(Method, &'static str, Option<&'static str>, Vec<u8>, Role)> {
+    let json = Some("application/json");
+    vec![
+        (Method::GET, "/api/me", None, Vec::new(), Role::Viewer),
+        (Method::GET, "/api/plugins", None, Vec::new(), Role::Viewer),
+        (
+            Method::POST,
+            "/api/plugins?name=headers&version=3.0.0",
+            Some("application/wasm"),
+            COMPONENT.to_vec(),
+            Role::Admin,
+        ),
+        (
+            Method::GET,
+            "/api/plugins/headers",
+            None,
+            Vec::new(),
+            Role::Viewer,
+        ),
+        (
+            Method::GET,
+            "/api/plugins/headers/versions/1.0.0",
+            None,
+            Vec::new(),
+            Role::Viewer,
+        ),
+        (
+            Method::GET,
+            "/api/plugins/headers/versions/1.0.0/wasm",
+            None,
+            Vec::new(),
+            Role::Viewer,
+        ),
+        (
+            Method::DELETE,
+            "/api/plugins/headers/versions/1.2.0",
+            None,
+            Vec::new(),
+            Role::Admin,
+        ),
+        (Method::GET, "/api/rollouts", None, Vec::new(), Role::Viewer),
+        (
+            Method::GET,
+            "/api/rollouts/api/headers",
+            None,
+            Vec::new(),
+            Role::Viewer,
+        ),
+        (
+            Method::PUT,
+            "/api/rollouts/api/headers",
+            json,
+            br#"{"stable": "1.0.0", "canary": "1.1.0", "canary_percent": 10}"#.to_vec(),
+            Role::Operator,
+        ),
+        (
+            Method::POST,
+            "/api/rollouts/api/headers/promote",
+            None,
+            Vec::new(),
+            Role::Operator,
+        ),
+        (
+            Method::POST,
+            "/api/rollouts/api/headers/rollback",
+            json,
+            br#"{"reason": "test"}"#.to_vec(),
+            Role::Operator,
+        ),
+        (
+            Method::GET,
+            "/api/rollouts/api/headers/status",
+            None,
+            Vec::new(),
+            Role::Viewer,
+        ),
+        (Method::GET, "/api/routes", None, Vec::new(), Role::Viewer),
+        (
+            Method::GET,
+            "/api/upstreams",
+            None,
+            Vec::new(),
+            Role::Viewer,
+        ),
+        (
+            Method::POST,
+            "/api/upstreams/backend/targets/127.0.0.1:9000/reset",
+            None,
+            Vec::new(),
+            Role::Operator,
+        ),
+        (
+            Method::GET,
+            "/api/rate-limits",
+            None,
+            Vec::new(),
+            Role::Viewer,
+        ),
+        (Method::GET, "/api/config", None, Vec::new(), Role::Viewer),
+        (
+            Method::POST,
+            "/api/config/validate",
+            Some("application/yaml"),
+            b"version: 1\n".to_vec(),
+            Role::Viewer,
+        ),
+        (Method::GET, "/api/audit", None, Vec::new(), Role::Viewer),
+    ]
+}
+
+/// The shared error shape: JSON `{"error": {"code", "message"}}`.
+fn assert_error_shape(r: &Reply, what: &str) {
+    assert_eq!(
+        r.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json"),
+        "{what}"
+    );
+    let body = r.json();
+    assert!(
+        body["error"]["code"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+            && body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+        "{what}: {body}"
+    );
+}
+
+/// Uploads 1.0.0, 1.1.0 and 1.2.0 of `headers` and a rollout `api/headers`: stable 1.0.0,
+/// canary 1.1.0 at 10% (1.2.0 is unused, so it may be deleted).
+async fn seeded() -> Harness {
+    let h = harness().await;
+    for (query, bytes) in [
+        ("name=headers&version=1.0.0", COMPONENT),
+        ("name=headers&version=1.1.0", COMPONENT_2),
+        ("name=headers&version=1.2.0", COMPONENT),
+    ] {
+        let r = h.upload(Role::Admin, query, bytes).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let r = h
+        .json(
+            Method::PUT,
+            "/api/rollouts/api/headers",
+            Role::Operator,
+            json!({"stable": "1.0.0", "canary": "1.1.0", "canary_percent": 10}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    h
+}
+
+#[tokio::test]
+async fn every_endpoint_needs_a_valid_token() {
+    let h = seeded().await;
+    for (method, uri, ct, body, _) in protected_endpoints() {
+        for token in [None, Some("garbage"), Some("Bearer-less")] {
+            let r = h.send(method.clone(), uri, token, ct, body.clone()).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {uri} {token:?}"
+            );
+            assert_eq!(r.code(), "unauthorized", "{method} {uri}");
+            assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Bearer");
+            assert_error_shape(&r, uri);
+        }
+    }
+    // Nothing changed, and refused calls without a caller are not audited as anyone.
+    assert_eq!(h.state.store().list_plugins()[0].versions.len(), 3);
+    // The two public endpoints.
+    let r = h
+        .send(Method::GET, "/api/openapi.json", None, None, Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = h
+        .send(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some("application/json"),
+            json!({"username": "vic", "password": "vic-pw"}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["role"], "viewer");
+}
+
+#[tokio::test]
+async fn every_endpoint_checks_the_role() {
+    for (method, uri, ct, body, least) in protected_endpoints() {
+        for role in [Role::Viewer, Role::Operator, Role::Admin] {
+            // A fresh registry per call, so one call's effect does not change the next one's.
+            let h = seeded().await;
+            let t = h.token(role);
+            let r = h
+                .send(method.clone(), uri, Some(&t), ct, body.clone())
+                .await;
+            if role < least {
+                assert_eq!(
+                    (r.status, r.code().as_str()),
+                    (StatusCode::FORBIDDEN, "forbidden"),
+                    "{role:?} {method} {uri}"
+                );
+                assert!(
+                    r.json()["error"]["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains(least.as_str()),
+                    "{role:?} {method} {uri}: {:?}",
+                    r.json()
+                );
+                assert_error_shape(&r, uri);
+            } else {
+                assert!(
+                    r.status.is_success(),
+                    "{role:?} {method} {uri}: {} {:?}",
+                    r.status,
+                    r.json()
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn bodies_are_size_limited() {
+    let h = seeded().await;
+    let big_json = format!("{{\"reason\": \"{}\"}}", "x".repeat(api::JSON_LIMIT));
+    let t = h.token(Role::Operator);
+    for (method, uri, ct) in [
+        (Method::PUT, "/api/rollouts/api/headers", "application/json"),
+        (
+            Method::POST,
+            "/api/rollouts/api/headers/rollback",
+            "application/json",
+        ),
+        (Method::POST, "/api/config/validate", "application/yaml"),
+        (Method::POST, "/api/auth/login", "application/json"),
+    ] {
+        let r = h
+            .send(method.clone(), uri, Some(&t), Some(ct), big_json.clone())
+            .await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            "{method} {uri}"
+        );
+        assert_error_shape(&r, uri);
+    }
+    // Uploads: a declared Content-Length over max_upload is refused before reading, a streamed
+    // body as soon as it passes the limit, a multipart text field past its own limit too.
+    let admin = h.token(Role::Admin);
+    let req = Request::post("/api/plugins?name=headers&version=4.0.0")
+        .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+        .header(header::CONTENT_TYPE, "application/wasm")
+        .header(header::CONTENT_LENGTH, (MAX_UPLOAD + 1).to_string())
+        .body(Body::from(COMPONENT))
+        .expect("request");
+    let resp = h.app.clone().oneshot(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let huge_description = vec![b'd'; 65 * 1024];
+    let (ct, body) = multipart(&[
+        ("name", b"cors"),
+        ("version", b"0.1.0"),
+        ("description", &huge_description),
+        ("file", COMPONENT),
+    ]);
+    let r = h
+        .send(Method::POST, "/api/plugins", Some(&admin), Some(&ct), body)
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error_shape(&r, "multipart");
+    assert!(h.state.store().get_plugin("cors").is_err());
+    // Exactly max_upload is accepted (the limit is inclusive).
+    static EXACT: [u8; MAX_UPLOAD as usize] = {
+        let mut b = [b'x'; MAX_UPLOAD as usize];
+        b[0] = 0;
+        b[1] = b'a';
+        b[2] = b's';
+        b[3] = b'm';
+        b[4] = 0x0d;
+        b[5] = 0;
+        b[6] = 1;
+        b[7] = 0;
+        b
+    };
+    let r = h
+        .upload(Role::Admin, "name=big&version=1.0.0", &EXACT)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+    assert_eq!(r.json()["meta"]["size"], MAX_UPLOAD);
+}
+
+#[tokio::test]
+async fn unknown_fields_and_wrong_types_are_refused() {
+    let h = seeded().await;
+    let cases: Vec<(Method, &str, Value)> = vec![
+        (
+            Method::PUT,
+            "/api/rollouts/api/headers",
+            json!({"stable": "1.0.0", "guards": {"max_error_rate": 0.1, "typo": 1}}),
+        ),
+        (
+            Method::PUT,
+            "/api/rollouts/api/headers",
+            json!({"stable": "1.0.0", "canary_percent": "ten"}),
+        ),
+        (
+            Method::PUT,
+            "/api/rollouts/api/headers",
+            json!({"stable": "1.0.0", "canary_percent": -1}),
+        ),
+        (
+            Method::PUT,
+            "/api/rollouts/api/headers",
+            json!(["stable", "1.0.0"]),
+        ),
+        (
+            Method::POST,
+            "/api/rollouts/api/headers/rollback",
+            json!({"reason": 5}),
+        ),
+        (
+            Method::POST,
+            "/api/auth/login",
+            json!({"username": "vic", "password": "vic-pw", "role": "admin"}),
+        ),
+    ];
+    for (method, uri, body) in cases {
+        let r = h.json(method.clone(), uri, Role::Admin, body.clone()).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+            "{method} {uri} {body}"
+        );
+        assert_error_shape(&r, uri);
+    }
+    // The message names the offending field.
+    let r = h
+        .json(
+            Method::PUT,
+            "/api/rollouts/api/headers",
+            Role::Operator,
+            json!({"stable": "1.0.0", "guards": {"typo": 1}}),
+        )
+        .await;
+    let message = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        message.contains("guards") && message.contains("typo"),
+        "{message}"
+    );
+    // Trailing garbage after the JSON value, and a body that is not JSON at all.
+    let t = h.token(Role::Operator);
+    for body in ["{\"stable\": \"1.0.0\"} {}", "stable=1.0.0"] {
+        let r = h
+            .send(
+                Method::PUT,
+                "/api/rollouts/api/headers",
+                Some(&t),
+                Some("application/json"),
+                body,
+            )
+            .await;
+        assert_eq!(r.code(), "invalid_json", "{body}");
+    }
+    // Not JSON by content type.
+    let r = h
+        .send(
+            Method::PUT,
+            "/api/rollouts/api/headers",
+            Some(&t),
+            Some("text/plain"),
+            "{\"stable\": \"1.0.0\"}",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_error_shape(&r, "415");
+    // Unknown query parameters.
+    for uri in ["/api/audit?limit=5&sort=asc", "/api/audit?limit=abc"] {
+        let r = h.get(uri, Role::Viewer).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_query"),
+            "{uri}"
+        );
+    }
+    // Nothing above changed the rollout.
+    assert_eq!(
+        h.state
+            .store()
+            .get_rollout("api", "headers")
+            .map(|r| r.revision)
+            .ok(),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn config_validation_checks_registry_bindings() {
+    let h = seeded().await;
+    let v = h.token(Role::Viewer);
+    let validate = |yaml: String| {
+        let (h, v) = (&h, v.clone());
+        async move {
+            h.send(
+                Method::POST,
+                "/api/config/validate",
+                Some(&v),
+                Some("application/yaml"),
+                yaml,
+            )
+            .await
+            .json()
+        }
+    };
+    let yaml = |route: &str, pin: &str| {
+        format!(
+            "version: 1\nplugins:\n  - name: headers\nroutes:\n  - name: {route}\n    respond: {{ status: 200 }}\n    plugins:\n      - use: headers\n{pin}"
+        )
+    };
+    // The seeded rollout `api/headers` serves route `api`.
+    assert_eq!(
+        validate(yaml("api", "")).await,
+        json!({"valid": true, "problems": []})
+    );
+    let r = validate(yaml("web", "")).await;
+    assert_eq!(r["valid"], false);
+    assert_eq!(r["problems"][0]["path"], "routes[0].plugins[0].use");
+    assert_eq!(r["problems"][0]["line"], 8);
+    assert!(
+        r["problems"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no version in the registry for route \"web\""),
+        "{r}"
+    );
+    assert_eq!(
+        validate(yaml("web", "        version: 1.1.0\n")).await["valid"],
+        true
+    );
+    let r = validate(yaml("web", "        version: 7.0.0\n")).await;
+    assert_eq!(r["problems"][0]["path"], "routes[0].plugins[0].version");
+    assert_eq!(r["problems"][0]["line"], 9);
+}

@@ -29,6 +29,8 @@ pub struct Completion {
     pub duration: Histogram,
     pub requests: IntCounterVec,
     pub log: bool,
+    /// `name@version` of every plugin the request ran, comma-separated (set only when logging).
+    pub plugins: Option<String>,
     /// The upstream's `max_in_flight` slot, released with the completion (response fully sent).
     pub in_flight: Option<flexgate_resilience::InFlightGuard>,
 }
@@ -52,6 +54,7 @@ impl Completion {
                 upstream = self.upstream.as_deref().unwrap_or(""),
                 upstream_target = self.target.as_deref().unwrap_or(""),
                 attempts = self.attempts,
+                plugins = self.plugins.as_deref().unwrap_or(""),
                 bytes_sent,
                 complete,
                 duration_ms = elapsed.as_secs_f64() * 1000.0,

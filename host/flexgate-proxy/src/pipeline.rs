@@ -67,6 +67,7 @@ pub async fn handle(
         duration: snap.no_route_duration.clone(),
         requests: metrics.http_requests.clone(),
         log: snap.access_log,
+        plugins: None,
         in_flight: None,
     };
 
@@ -92,6 +93,9 @@ pub async fn handle(
                 None => act(route, conn, &request_id, req, &mut done).await,
                 Some(rp) => {
                     let selected = rp.select(conn.client.ip(), req.headers());
+                    if done.log {
+                        done.plugins = Some(selected.describe());
+                    }
                     let ctx =
                         CallCtx::new(conn.client, &route.name, request_id.to_str().unwrap_or(""));
                     let phases = Phases {

@@ -111,6 +111,20 @@ impl Selected<'_> {
         }
     }
 
+    /// `name@version,...` of the picked versions, for the access log.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (i, v) in self.picks.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(v.binding.plugin().name());
+            out.push('@');
+            out.push_str(&v.version);
+        }
+        out
+    }
+
     /// Records the request's outcome in the window stats of every version it ran.
     pub fn record(&self, ctx: &CallCtx, latency: Duration, status: u16) {
         for (i, v) in self.picks.iter().enumerate() {

@@ -235,3 +235,47 @@ async fn open_cleans_what_a_crash_left() -> Result<(), RegistryError> {
     assert_eq!(store.list_audit(0, 10).await?.total, 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn read_state_reads_without_changing_anything() -> Result<(), RegistryError> {
+    let dir = tempfile::tempdir()?;
+    let missing = dir.path().join("not-yet");
+    let state = FileStore::read_state(&missing).await?;
+    assert!(state.plugins.is_empty() && state.rollouts.is_empty());
+    assert!(!missing.exists(), "read_state must not create the folder");
+
+    let data = dir.path().join("data");
+    let store = FileStore::open(&data).await?;
+    store
+        .put_version(
+            new_version("headers", "1.0.0"),
+            Bytes::from_static(b"\0asm\x0d\0\x01\0one"),
+        )
+        .await?;
+    store
+        .put_rollout("api", "headers", spec(Some("1.0.0"), None, 0))
+        .await?;
+    // Leftovers of a crash: a temp file and a blob nobody refers to.
+    let plugin_dir = data.join("plugins/headers");
+    std::fs::write(data.join(".tmp-1-abc"), b"partial")?;
+    std::fs::write(
+        plugin_dir.join(format!("{}.wasm", "0".repeat(64))),
+        b"orphan",
+    )?;
+
+    let state = FileStore::read_state(&data).await?;
+    assert_eq!(state, *store.state());
+    assert!(
+        data.join(".tmp-1-abc").exists(),
+        "read_state must not clean up"
+    );
+    assert!(plugin_dir.join(format!("{}.wasm", "0".repeat(64))).exists());
+    // Only rollouts, no plugins folder yet: still readable.
+    let bare = dir.path().join("bare");
+    std::fs::create_dir(&bare)?;
+    std::fs::copy(data.join("rollouts.json"), bare.join("rollouts.json"))?;
+    let state = FileStore::read_state(&bare).await?;
+    assert_eq!(state.rollouts.len(), 1);
+    assert!(!bare.join("plugins").exists());
+    Ok(())
+}

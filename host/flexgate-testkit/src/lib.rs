@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod jwt;
 pub mod pattern;
 pub mod redis;
 pub mod scripted;

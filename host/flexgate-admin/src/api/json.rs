@@ -43,8 +43,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Parses JSON with the field path in the message (`guards.window: invalid duration`).
+/// Parses a JSON object with the field path in the message (`guards.window: invalid duration`).
+/// Every request body of this API is an object: serde would also build a struct from an array
+/// (`["1.0.0", null, 0]`), which no client means, so anything but an object is refused.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => ApiError::unprocessable("invalid_body", "the body must be a JSON object"),
+                Err(e) => ApiError::bad_request("invalid_json", e.to_string()),
+            },
+        );
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

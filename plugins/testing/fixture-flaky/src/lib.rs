@@ -5,10 +5,16 @@
 use flexgate_sdk::{Action, Ctx, Error, Plugin, Request, metrics};
 use std::cell::Cell;
 
-/// `{"error_rate": f64}`.
+/// `{"error_rate": f64}`; without it the fixture fails 30% of requests (the canary "built to
+/// fail" of the rollback tests, which shares its route config with a healthy stable version).
 #[derive(serde::Deserialize)]
 pub struct Config {
+    #[serde(default = "default_rate")]
     error_rate: f64,
+}
+
+fn default_rate() -> f64 {
+    0.3
 }
 
 /// The fixture.
