@@ -3,7 +3,7 @@ CONFIG ?= infra/config/flexgate.example.yaml
 CARGO ?= cargo
 export RUST_LIB_BACKTRACE ?= 0
 
-.PHONY: run build plugins test lint unit bench bench-smoke setup clean-plugins
+.PHONY: run build plugins test lint unit api-fuzz bench bench-smoke setup clean-plugins
 
 ## Build the plugins and the gateway (release), then run it with the example config.
 run: build
@@ -20,7 +20,7 @@ plugins: setup
 	@if [ -x plugins/build.sh ]; then bash plugins/build.sh; else echo "no plugins/build.sh yet"; fi
 
 ## Everything CI checks: formatting, lints, the whole test suite, the benchmark harness smoke run.
-test: setup plugins lint unit bench-smoke
+test: setup plugins lint unit api-fuzz bench-smoke
 
 lint:
 	$(CARGO) fmt --all --check
@@ -28,6 +28,11 @@ lint:
 
 unit:
 	CI_REQUIRE_TOOLS=1 FLEXGATE_REQUIRE_REDIS=1 $(CARGO) test --workspace --locked
+
+## schemathesis (PyPI, in target/venv) against the admin API of a running gateway: no 5xx, no
+## response outside the OpenAPI document. A few minutes at most (see infra/api-fuzz.sh).
+api-fuzz: setup
+	CARGO="$(CARGO)" bash infra/api-fuzz.sh
 
 ## Side-by-side load benchmark against nginx and HAProxy (see infra/bench/README.md).
 bench:

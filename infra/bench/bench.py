@@ -47,13 +47,12 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 BODY = "hello from the bench upstream\n"
 
 # Plugin configs used by the plugin cases (each plugin's `Config` is in plugins/<name>/src/lib.rs).
-# HEADERS_CFG matches the headers plugin. REWRITE_CFG and CORS_CFG are PLACEHOLDERS written while those
-# plugins were stubs: align them with their real schemas when they land (a rewrite that keeps the path,
-# a CORS policy that lets the bench's origin-less requests through). A plugin that refuses its config or
-# the request makes the case be skipped or show errors, never silently pass.
+# Plugin configs per the plugins' READMEs: headers sets one request header; rewrite runs one regex
+# rule that keeps the path (so the upstream answers as without it) and adds a query parameter; cors
+# answers nothing for the bench's origin-less requests but still runs both hooks.
 HEADERS_CFG = {"request": {"set": {"x-bench": "1"}}}
-REWRITE_CFG = {"rules": [{"prefix": "/", "replace": "/"}]}
-CORS_CFG = {"allow_origins": ["*"]}
+REWRITE_CFG = {"rules": [{"match": "^/(.*)$", "replace": "/$1"}]}
+CORS_CFG = {"allowed_origins": ["*"]}
 
 
 # --------------------------------------------------------------------------------------------------

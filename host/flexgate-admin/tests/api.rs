@@ -1173,9 +1173,12 @@ async fn unknown_endpoints_and_methods_use_the_error_shape() {
     );
 }
 
+/// (method, uri, content type, body, least role that may call it).
+type Endpoint = (Method, &'static str, Option<&'static str>, Vec<u8>, Role);
+
 /// Every `/api` endpoint except the OpenAPI document and login, with a body that is valid where
-/// one is needed: (method, uri, content type, body, least role that may call it).
-fn protected_endpoints() -> Vec<(Method, &'static str, Option<&'static str>, Vec<u8>, Role)> {
+/// one is needed.
+fn protected_endpoints() -> Vec<Endpoint> {
     let json = Some("application/json");
     vec![
         (Method::GET, "/api/me", None, Vec::new(), Role::Viewer),

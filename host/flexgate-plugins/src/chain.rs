@@ -195,7 +195,7 @@ impl Binding {
         data.route = self.route.clone();
         data.request_id.clear();
         data.request_id.push_str(&ctx.request_id);
-        inst.store.set_epoch_deadline(self.plugin.deadline_ticks);
+        self.plugin.arm(&mut inst.store);
     }
 
     async fn call_request(

@@ -8,7 +8,7 @@ use crate::state::StoreState;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 /// Plugin-defined metric names kept per plugin version; further names are dropped.
 const MAX_CUSTOM_NAMES: usize = 32;
@@ -171,6 +171,9 @@ pub struct LoadedPlugin {
     pub(crate) isolation: Isolation,
     pub(crate) memory_limit: usize,
     pub(crate) deadline_ticks: u64,
+    /// Per-call deadline and the epoch tick, for the wall-clock check at the epoch deadline.
+    pub(crate) timeout: Duration,
+    pub(crate) tick: Duration,
     pub(crate) recycle_after: u64,
     pub(crate) max_idle: usize,
 }
@@ -225,6 +228,8 @@ impl LoadedPlugin {
             isolation: spec.isolation,
             memory_limit: usize::try_from(spec.memory_limit).unwrap_or(usize::MAX),
             deadline_ticks: ticks.max(2),
+            timeout: spec.timeout,
+            tick,
             recycle_after: spec.recycle_after.max(1),
             max_idle,
         }
@@ -245,6 +250,12 @@ impl LoadedPlugin {
         self.isolation
     }
 
+    /// Starts the per-call deadline: `timeout` of wall time from now.
+    pub(crate) fn arm(&self, store: &mut Store<StoreState>) {
+        store.data_mut().deadline = Some(Instant::now() + self.timeout);
+        store.set_epoch_deadline(self.deadline_ticks);
+    }
+
     /// Create an instance and run `init(config)` in it.
     pub(crate) async fn instantiate(&self, config: &str) -> Result<Instance, Failure> {
         let start = Instant::now();
@@ -253,8 +264,21 @@ impl LoadedPlugin {
             StoreState::new(self.shared.clone(), self.memory_limit),
         );
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.deadline_ticks);
+        // The epoch ticker catches up after it oversleeps (a loaded machine), so the epoch can
+        // jump by many ticks at once and reach a deadline armed a moment ago: only interrupt once
+        // the call's wall-clock deadline has passed, otherwise wait the remaining ticks.
+        let tick = self.tick;
+        store.epoch_deadline_callback(move |ctx| {
+            let left = ctx.data().deadline.map_or(Duration::ZERO, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            if left.is_zero() {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            let ticks = left.as_nanos().div_ceil(tick.as_nanos().max(1)) as u64 + 1;
+            Ok(UpdateDeadline::Continue(ticks))
+        });
+        self.arm(&mut store);
         let bindings = match self.pre.instantiate_async(&mut store).await {
             Ok(b) => b,
             Err(e) => return Err(self.fail(&mut store, e, true)),

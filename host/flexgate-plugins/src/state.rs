@@ -6,6 +6,7 @@ use crate::headers;
 use crate::plugin::PluginShared;
 use bytes::Bytes;
 use std::sync::Arc;
+use std::time::Instant;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -22,6 +23,8 @@ pub(crate) struct StoreState {
     /// Route and request id of the call in progress, for log lines.
     pub(crate) route: Arc<str>,
     pub(crate) request_id: String,
+    /// When the call in progress runs out of time (wall clock; see `LoadedPlugin::arm`).
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl StoreState {
@@ -43,6 +46,7 @@ impl StoreState {
             shared,
             route: Arc::from(""),
             request_id: String::new(),
+            deadline: None,
         }
     }
 }

@@ -226,9 +226,10 @@ mod tests {
         let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
             .parse()
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            ip_key(v6, &mut buf),
-            "ip:ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
-        );
+        assert_eq!(ip_key(v6, &mut buf), format!("ip:{v6}"));
+        let mapped: IpAddr = "::ffff:255.255.255.255"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ip_key(mapped, &mut buf), "ip:::ffff:255.255.255.255");
     }
 }

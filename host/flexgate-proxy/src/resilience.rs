@@ -53,7 +53,6 @@ impl Resilience {
             Err(e) => {
                 // Only a second registration on the same registry can fail; keep working unexported.
                 tracing::error!(error = %e, "resilience metrics cannot be registered; they are not exported");
-                #[allow(clippy::expect_used)]
                 ResilienceMetrics::new(&Registry::new())
                     .expect("a fresh registry accepts the resilience metrics")
             }
@@ -461,5 +460,108 @@ impl Gateway {
     /// Redis reachability, when a route of the running config uses `store: redis`.
     pub fn redis_status(&self) -> Option<RedisStatus> {
         self.shared.resilience.redis_status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flexgate_telemetry::CoreMetrics;
+
+    fn config(breaker: &str, rate: &str) -> Config {
+        let text = format!(
+            "version: 1\nlisten: 127.0.0.1:0\nupstreams:\n  - name: up\n    targets:\n      - addr: \"127.0.0.1:9\"\n      - addr: \"127.0.0.1:10\"\n{breaker}routes:\n  - name: r\n    upstream: up\n    rate_limit: {{ rate: {rate} }}\n"
+        );
+        flexgate_config::parse(&text, "test.yaml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const BREAKER: &str =
+        "    circuit_breaker:\n      consecutive_failures: 2\n      open_for: 30s\n";
+
+    async fn gateway(cfg: Config) -> Arc<Gateway> {
+        let metrics = CoreMetrics::new("test").unwrap_or_else(|e| panic!("{e}"));
+        Gateway::new(cfg, metrics, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn limit_of(gw: &Gateway) -> Option<Arc<RouteLimit>> {
+        gw.snapshot()
+            .router
+            .routes()
+            .next()
+            .and_then(|r| r.rate_limit.clone())
+    }
+
+    #[tokio::test]
+    async fn admin_api_reads_and_resets_breakers() {
+        let gw = gateway(config(BREAKER, "10/s")).await;
+        let all = gw.breakers();
+        assert_eq!(all.len(), 2);
+        assert!(
+            all.iter()
+                .all(|b| b.state == BreakerState::Closed && &*b.upstream == "up")
+        );
+        let snap = gw.snapshot();
+        let up = snap
+            .upstreams
+            .get("up")
+            .unwrap_or_else(|| panic!("upstream"));
+        let b = up
+            .resilience
+            .breaker(0)
+            .unwrap_or_else(|| panic!("breaker"));
+        for _ in 0..2 {
+            let a = b.try_acquire();
+            b.record(&a, flexgate_resilience::Outcome::Failure);
+        }
+        let info = gw
+            .breaker("up", "127.0.0.1:9")
+            .unwrap_or_else(|| panic!("info"));
+        assert_eq!(info.state, BreakerState::Open);
+        assert!(info.detail.is_some_and(|d| d.consecutive_failures == 2));
+        assert!(!up.resilience.may_admit(0) && up.resilience.may_admit(1));
+        assert!(gw.reset_breaker("up", "127.0.0.1:9"));
+        assert_eq!(
+            gw.breaker("up", "127.0.0.1:9").map(|b| b.state),
+            Some(BreakerState::Closed)
+        );
+        assert!(!gw.reset_breaker("up", "127.0.0.1:1"));
+        assert!(!gw.reset_breaker("nope", "127.0.0.1:9"));
+        assert!(gw.breaker("nope", "127.0.0.1:9").is_none());
+        assert!(gw.redis_status().is_none(), "no route uses redis");
+    }
+
+    #[tokio::test]
+    async fn reloads_keep_unchanged_state_and_apply_changes() {
+        let gw = gateway(config(BREAKER, "10/s")).await;
+        let breaker = |gw: &Gateway| {
+            gw.snapshot()
+                .upstreams
+                .get("up")
+                .and_then(|u| u.targets[0].breaker())
+        };
+        let first = breaker(&gw).unwrap_or_else(|| panic!("breaker"));
+        first.trip();
+        let limit = limit_of(&gw).unwrap_or_else(|| panic!("limit"));
+
+        // Same upstream and route policy: the very same breaker (still open) and limiter.
+        let changed = BREAKER.replace("30s", "40s");
+        gw.reload(config(&changed, "10/s"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let again = breaker(&gw).unwrap_or_else(|| panic!("breaker"));
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(again.state(), BreakerState::Open);
+        assert!(limit_of(&gw).is_some_and(|l| Arc::ptr_eq(&l, &limit)));
+
+        // A new rate: a new limiter. No breaker: none, and no gauge.
+        gw.reload(config("", "20/s"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(limit_of(&gw).is_some_and(|l| !Arc::ptr_eq(&l, &limit)));
+        assert!(breaker(&gw).is_none());
+        let text = flexgate_telemetry::encode(&gw.shared.metrics.registry);
+        assert!(!text.contains("flexgate_circuit_state{"), "{text}");
     }
 }

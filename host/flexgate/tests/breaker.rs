@@ -292,7 +292,7 @@ async fn open_state_survives_a_reload() {
         config(&[addr], changed, "")
     ));
     gw.signal(Signal::SIGHUP);
-    let reloaded = eventually(Duration::from_secs(5), || async {
+    let reloaded = eventually(Duration::from_secs(10), || async {
         matches!(HttpClient::http1_fresh().get(&gw.url("/extra")).await, Ok(r) if r.status == 200)
     })
     .await;
