@@ -170,8 +170,9 @@ def http_get(port: int, path: str = "/", timeout: float = 2.0) -> tuple[int, dic
 # --------------------------------------------------------------------------------------------------
 # /proc accounting: CPU (utime+stime) and RSS summed over a process and all its descendants.
 # --------------------------------------------------------------------------------------------------
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(ppid, utime+stime ticks) of one process (all its threads, incl. exited ones)."""
+def _stat(pid: int, user_only: bool = False) -> tuple[int, int] | None:
+    """(ppid, utime+stime ticks) of one process (all its threads, incl. exited ones); with
+    `user_only`, utime alone (the proxy's own code, without the kernel's TCP work)."""
     try:
         data = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -179,7 +180,7 @@ def _stat(pid: int) -> tuple[int, int] | None:
     rest = data[data.rindex(")") + 2:].split()  # fields after "pid (comm) "
     ppid = int(rest[1])
     utime, stime = int(rest[11]), int(rest[12])
-    return ppid, utime + stime
+    return ppid, utime if user_only else utime + stime
 
 
 def tree(root: int) -> list[int]:
@@ -197,8 +198,8 @@ def tree(root: int) -> list[int]:
     return out
 
 
-def cpu_ticks(root: int) -> int:
-    return sum((_stat(p) or (0, 0))[1] for p in tree(root))
+def cpu_ticks(root: int, user_only: bool = False) -> int:
+    return sum((_stat(p, user_only) or (0, 0))[1] for p in tree(root))
 
 
 def rss_bytes(root: int) -> int:
@@ -598,15 +599,16 @@ def main() -> int:
     for r in range(a.runs):
         for c in runnable:
             pid = procs[c.num].pid
-            t0 = cpu_ticks(pid)
+            t0, u0 = cpu_ticks(pid), cpu_ticks(pid, True)
             try:
                 res = run_wrk(c.port, a.duration, a.connections, lua, logdir, f"{c.num}-{r}")
             except (RuntimeError, subprocess.TimeoutExpired) as e:
                 notes.append(f"case {c.num} run {r + 1}: {e}")
                 log(notes[-1])
                 continue
-            t1 = cpu_ticks(pid)
+            t1, u1 = cpu_ticks(pid), cpu_ticks(pid, True)
             res["cpu_us_per_req"] = (t1 - t0) * 1e6 / CLK_TCK / res["requests"] if res["requests"] else None
+            res["user_us_per_req"] = (u1 - u0) * 1e6 / CLK_TCK / res["requests"] if res["requests"] else None
             res["cpu_util"] = (t1 - t0) / CLK_TCK / (res["duration_us"] / 1e6)
             results[c.num].append(res)
             log(f"run {r + 1}/{a.runs} case {c.num} {c.key}: {res['rps']:.0f} req/s, "
@@ -618,7 +620,7 @@ def main() -> int:
         vals = [x[key] for x in results.get(num, []) if x.get(key) is not None]
         return statistics.median(vals) if vals else None
 
-    summary = {c.num: {k: med(c.num, k) for k in ("rps", "cpu_us_per_req", "p50_us", "p99_us", "p999_us", "cpu_util")}
+    summary = {c.num: {k: med(c.num, k) for k in ("rps", "cpu_us_per_req", "user_us_per_req", "p50_us", "p99_us", "p999_us", "cpu_util")}
                for c in runnable}
     for c in runnable:
         summary[c.num]["errors"] = sum(x["errors"] + x["non2xx"] for x in results[c.num])
@@ -702,24 +704,26 @@ def render(info, cases, summary, fixed, rate, a, notes) -> str:
         f"Load: `wrk -t1 -c{a.connections} -d{a.duration} --latency`, {a.runs} interleaved runs per case, "
         f"medians. {pin}; 127.0.0.1 only.  ",
         "CPU µs/req = utime+stime of all the proxy's processes and threads (/proc/PID/stat) over the run ÷ "
-        "requests served. Ratios divide CPU µs/req by the reference's (lower is better). "
+        "requests served; \"of which user\" is utime alone: the proxy's own code, while the rest is the kernel's "
+        "TCP and loopback work, which is about the same for every proxy (4 segments per request each way). "
+        "Ratios divide CPU µs/req by the reference's (lower is better). "
         "Case 1's CPU is the upstream's own, and it shares its CPU with wrk.",
         "",
         "## Throughput and CPU cost (closed loop, max rate)",
         "",
-        "| # | case | req/s | CPU µs/req | CPU util | p50 | p99 | p99.9 | RSS | errors | CPU ×nginx | CPU ×HAProxy | CPU ×FG base | req/s ×nginx |",
-        "|---|------|------:|-----------:|---------:|----:|----:|------:|----:|-------:|-----------:|-------------:|-------------:|-------------:|",
+        "| # | case | req/s | CPU µs/req | of which user | CPU util | p50 | p99 | p99.9 | RSS | errors | CPU ×nginx | CPU ×HAProxy | CPU ×FG base | req/s ×nginx |",
+        "|---|------|------:|-----------:|--------------:|---------:|----:|----:|------:|----:|-------:|-----------:|-------------:|-------------:|-------------:|",
     ]
     for c in cases:
         s = summary[c.num]
         cpu = s["cpu_us_per_req"]
         out.append(
-            f"| {c.num} | {c.title} | {s['rps'] or 0:,.0f} | {cpu:.2f} | {s['cpu_util'] or 0:.0%} | "
+            f"| {c.num} | {c.title} | {s['rps'] or 0:,.0f} | {cpu:.2f} | {s['user_us_per_req'] or 0:.2f} | {s['cpu_util'] or 0:.0%} | "
             f"{fmt_us(s['p50_us'])} | {fmt_us(s['p99_us'])} | {fmt_us(s['p999_us'])} | "
             f"{s['rss'] / 2**20:.1f} MiB | {s['errors']} | "
             f"{ratio(cpu, ref[REF_NGINX].get('cpu_us_per_req'))} | {ratio(cpu, ref[REF_HAPROXY].get('cpu_us_per_req'))} | "
             f"{ratio(cpu, ref[REF_FG].get('cpu_us_per_req'))} | {ratio(s['rps'], ref[REF_NGINX].get('rps'))} |"
-            if cpu is not None else f"| {c.num} | {c.title} | no successful run | | | | | | | | | | | |")
+            if cpu is not None else f"| {c.num} | {c.title} | no successful run | | | | | | | | | | | | |")
     if fixed:
         out += ["", f"## Latency at a fixed rate: {rate:,.0f} req/s ({a.rate_fraction:.0%} of nginx's max), "
                 f"`oha -q {rate:.0f} -c{a.connections} -z {a.duration} --latency-correction`", "",

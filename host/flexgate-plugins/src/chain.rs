@@ -43,48 +43,59 @@ pub enum RequestOutcome {
 }
 
 /// Per-request context shared by `on_request` and `on_response`.
-#[derive(Debug)]
 pub struct CallCtx {
-    client_addr: String,
-    route: String,
-    request_id: String,
+    /// What every hook sees (`stash` is always `None` here; `on_response` adds its own).
+    info: CallInfo,
     state: Mutex<CtxState>,
 }
 
-#[derive(Debug, Default)]
+impl std::fmt::Debug for CallCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallCtx")
+            .field("route", &self.info.route)
+            .field("request_id", &self.info.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
 struct CtxState {
-    /// Per binding index: what the plugin stashed in `on_request`.
+    /// Per binding index: what the plugin stashed in `on_request` (sized on first use).
     stash: Vec<Option<String>>,
     /// How many bindings' `on_request` ran (those get `on_response`).
     entered: Option<usize>,
     /// Per binding index: the first failure of that binding in this request (even fail-open ones),
     /// so the caller can attribute errors and traps to plugin versions.
     failures: Vec<Option<FailureKind>>,
+    /// Per binding index: the fresh instance of a `per_request` binding, kept from its
+    /// `on_request` for its `on_response` (one instance per request, dropped with the context).
+    parked: Vec<Option<Instance>>,
+}
+
+fn slot<T>(v: &mut Vec<Option<T>>, index: usize) -> &mut Option<T> {
+    if v.len() <= index {
+        v.resize_with(index + 1, || None);
+    }
+    &mut v[index]
 }
 
 impl CallCtx {
     /// Context for one request.
     pub fn new(client_addr: SocketAddr, route: &str, request_id: &str) -> Self {
         CallCtx {
-            client_addr: client_addr.to_string(),
-            route: route.to_string(),
-            request_id: request_id.to_string(),
+            info: CallInfo {
+                client_addr: client_addr.to_string(),
+                route: route.to_string(),
+                request_id: request_id.to_string(),
+                stash: None,
+            },
             state: Mutex::new(CtxState::default()),
         }
     }
 
     /// The request id given to plugins.
     pub fn request_id(&self) -> &str {
-        &self.request_id
-    }
-
-    fn info(&self, stash: Option<String>) -> CallInfo {
-        CallInfo {
-            client_addr: self.client_addr.clone(),
-            route: self.route.clone(),
-            request_id: self.request_id.clone(),
-            stash,
-        }
+        &self.info.request_id
     }
 
     /// The first failure of the binding at `index` during this request, if any.
@@ -94,11 +105,16 @@ impl CallCtx {
 
     fn note_failure(&self, index: usize, kind: FailureKind) {
         self.with_state(|s| {
-            if s.failures.len() <= index {
-                s.failures.resize(index + 1, None);
-            }
-            s.failures[index].get_or_insert(kind);
+            slot(&mut s.failures, index).get_or_insert(kind);
         });
+    }
+
+    fn park(&self, index: usize, inst: Instance) {
+        self.with_state(|s| *slot(&mut s.parked, index) = Some(inst));
+    }
+
+    fn unpark(&self, index: usize) -> Option<Instance> {
+        self.with_state(|s| s.parked.get_mut(index).and_then(Option::take))
     }
 
     fn with_state<R>(&self, f: impl FnOnce(&mut CtxState) -> R) -> R {
@@ -115,6 +131,8 @@ pub struct Binding {
     body: BodyMode,
     pool: Mutex<Vec<Instance>>,
     metrics: BindingMetrics,
+    /// `init` refused this binding's config: every call fails at once with this reason.
+    init_failure: Option<String>,
 }
 
 impl std::fmt::Debug for Binding {
@@ -124,13 +142,22 @@ impl std::fmt::Debug for Binding {
             .field("route", &self.route)
             .field("on_error", &self.on_error)
             .field("body", &self.body)
+            .field("init_failure", &self.init_failure)
             .finish_non_exhaustive()
     }
 }
 
+/// Which hook a call is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    Request,
+    Response,
+}
+
 impl Binding {
     /// Bind `plugin` to `route` with `config_json`. Runs `init` once in a fresh instance, so a
-    /// config the plugin refuses is a load-time error (pooled plugins keep that instance warm).
+    /// config the plugin refuses is reported here ([`PluginError::Init`]; pooled plugins keep
+    /// that instance warm). A gateway turns that error into [`Binding::failed`].
     pub async fn new(
         plugin: Arc<LoadedPlugin>,
         route: &str,
@@ -142,25 +169,54 @@ impl Binding {
             .instantiate(&config_json)
             .await
             .map_err(|f| init_error(plugin.name(), f))?;
+        let mut b = Self::build(plugin, route, config_json, on_error, body, None);
+        if b.plugin.isolation == Isolation::Pooled {
+            b.pool
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(inst);
+        }
+        Ok(b)
+    }
+
+    /// A binding whose `init` refused its config (`reason`): every hook call fails at once with
+    /// [`FailureKind::Init`] (counted in `flexgate_plugin_traps_total{reason="init"}`), so a
+    /// `fail_closed` route answers 500 and a `fail_open` route skips the plugin; nothing else is
+    /// affected.
+    pub fn failed(
+        plugin: Arc<LoadedPlugin>,
+        route: &str,
+        reason: String,
+        on_error: OnError,
+        body: BodyMode,
+    ) -> Binding {
+        Self::build(plugin, route, String::new(), on_error, body, Some(reason))
+    }
+
+    fn build(
+        plugin: Arc<LoadedPlugin>,
+        route: &str,
+        config: String,
+        on_error: OnError,
+        body: BodyMode,
+        init_failure: Option<String>,
+    ) -> Binding {
         let metrics = BindingMetrics::new(
             &plugin.shared.metrics,
             plugin.name(),
             plugin.version(),
             route,
         );
-        let pool = match plugin.isolation {
-            Isolation::Pooled => vec![inst],
-            Isolation::PerRequest => Vec::new(),
-        };
-        Ok(Binding {
+        Binding {
             plugin,
             route: Arc::from(route),
-            config: config_json,
+            config,
             on_error,
             body,
-            pool: Mutex::new(pool),
+            pool: Mutex::new(Vec::new()),
             metrics,
-        })
+            init_failure,
+        }
     }
 
     /// The bound plugin.
@@ -168,44 +224,77 @@ impl Binding {
         &self.plugin
     }
 
-    async fn acquire(&self) -> Result<Instance, Failure> {
-        if self.plugin.isolation == Isolation::Pooled {
-            let warm = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            if let Some(inst) = warm {
-                return Ok(inst);
+    /// Why `init` refused this binding's config, for a [`failed`](Self::failed) binding.
+    pub fn init_failure(&self) -> Option<&str> {
+        self.init_failure.as_deref()
+    }
+
+    /// The instance for a call: the one this request's `on_request` used (`per_request`), a warm
+    /// one (`pooled`), or a fresh one.
+    async fn acquire(&self, index: usize, ctx: &CallCtx, hook: Hook) -> Result<Instance, Failure> {
+        if let Some(reason) = &self.init_failure {
+            self.plugin.shared.m.traps[3].inc();
+            return Err(Failure::new(FailureKind::Init, reason.clone()));
+        }
+        match self.plugin.isolation {
+            Isolation::Pooled => {
+                let warm = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                if let Some(inst) = warm {
+                    return Ok(inst);
+                }
             }
+            Isolation::PerRequest if hook == Hook::Response => {
+                if let Some(inst) = ctx.unpark(index) {
+                    return Ok(inst);
+                }
+            }
+            Isolation::PerRequest => {}
         }
         self.plugin.instantiate(&self.config).await
     }
 
-    fn release(&self, mut inst: Instance) {
-        inst.uses += 1;
-        if self.plugin.isolation == Isolation::PerRequest || inst.uses >= self.plugin.recycle_after
-        {
-            return;
-        }
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < self.plugin.max_idle {
-            pool.push(inst);
+    /// After a call that did not trap: keep the instance for this request's `on_response`
+    /// (`per_request`) or return it to the pool (`pooled`, unless it is due for recycling).
+    fn release(&self, index: usize, ctx: &CallCtx, hook: Hook, mut inst: Instance) {
+        match self.plugin.isolation {
+            Isolation::PerRequest => {
+                if hook == Hook::Request {
+                    ctx.park(index, inst);
+                }
+            }
+            Isolation::Pooled => {
+                inst.uses += 1;
+                if inst.uses >= self.plugin.recycle_after {
+                    return;
+                }
+                let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                if pool.len() < self.plugin.max_idle {
+                    pool.push(inst);
+                }
+            }
         }
     }
 
-    fn prepare(&self, inst: &mut Instance, ctx: &CallCtx) {
+    /// Per-call store setup: identity for log lines and the deadline. Returns the call's start.
+    fn prepare(&self, inst: &mut Instance, ctx: &CallCtx) -> Instant {
         let data = inst.store.data_mut();
-        data.route = self.route.clone();
+        if !Arc::ptr_eq(&data.route, &self.route) {
+            data.route = self.route.clone();
+        }
         data.request_id.clear();
-        data.request_id.push_str(&ctx.request_id);
-        self.plugin.arm(&mut inst.store);
+        data.request_id.push_str(&ctx.info.request_id);
+        self.plugin.arm(&mut inst.store)
     }
 
     async fn call_request(
         &self,
+        index: usize,
         ctx: &CallCtx,
         parts: &mut http::request::Parts,
         body: Option<&mut Bytes>,
     ) -> Result<(Action, Option<String>), Failure> {
-        let mut inst = self.acquire().await?;
-        self.prepare(&mut inst, ctx);
+        let mut inst = self.acquire(index, ctx, Hook::Request).await?;
+        let start = self.prepare(&mut inst, ctx);
         let state = ReqState {
             parts: std::mem::replace(parts, empty_request_parts()),
             body: body.as_ref().map(|b| (*b).clone()),
@@ -219,11 +308,10 @@ impl Binding {
             Err(e) => return Err(Failure::new(FailureKind::Host, e.to_string())),
         };
         let borrow = Resource::<ReqState>::new_borrow(res.rep());
-        let start = Instant::now();
         let out = inst
             .bindings
             .flexgate_plugin_handler()
-            .call_on_request(&mut inst.store, &ctx.info(None), borrow)
+            .call_on_request(&mut inst.store, &ctx.info, borrow)
             .await;
         self.plugin
             .shared
@@ -250,11 +338,11 @@ impl Binding {
         }
         match out {
             Ok(Ok(action)) => {
-                self.release(inst);
+                self.release(index, ctx, Hook::Request, inst);
                 Ok((action, state.stash))
             }
             Ok(Err(msg)) => {
-                self.release(inst);
+                self.release(index, ctx, Hook::Request, inst);
                 Err(Failure::new(FailureKind::Error, msg))
             }
             // The instance is poisoned after a trap: drop it.
@@ -264,13 +352,14 @@ impl Binding {
 
     async fn call_response(
         &self,
+        index: usize,
         ctx: &CallCtx,
         stash: Option<String>,
         parts: &mut http::response::Parts,
         body: Option<&mut Bytes>,
     ) -> Result<(), Failure> {
-        let mut inst = self.acquire().await?;
-        self.prepare(&mut inst, ctx);
+        let mut inst = self.acquire(index, ctx, Hook::Response).await?;
+        let start = self.prepare(&mut inst, ctx);
         let original =
             (self.on_error == OnError::FailOpen).then(|| (parts.status, parts.headers.clone()));
         let state = RespState {
@@ -283,11 +372,21 @@ impl Binding {
             Err(e) => return Err(Failure::new(FailureKind::Host, e.to_string())),
         };
         let borrow = Resource::<RespState>::new_borrow(res.rep());
-        let start = Instant::now();
+        let with_stash;
+        let info = match stash {
+            None => &ctx.info,
+            Some(stash) => {
+                with_stash = CallInfo {
+                    stash: Some(stash),
+                    ..ctx.info.clone()
+                };
+                &with_stash
+            }
+        };
         let out = inst
             .bindings
             .flexgate_plugin_handler()
-            .call_on_response(&mut inst.store, &ctx.info(stash), borrow)
+            .call_on_response(&mut inst.store, info, borrow)
             .await;
         self.plugin
             .shared
@@ -314,11 +413,11 @@ impl Binding {
         }
         match out {
             Ok(Ok(())) => {
-                self.release(inst);
+                self.release(index, ctx, Hook::Response, inst);
                 Ok(())
             }
             Ok(Err(msg)) => {
-                self.release(inst);
+                self.release(index, ctx, Hook::Response, inst);
                 Err(Failure::new(FailureKind::Error, msg))
             }
             Err(e) => Err(self.plugin.fail(&mut inst.store, e, false)),
@@ -405,19 +504,21 @@ impl Chain {
         parts: &mut http::request::Parts,
         mut body: Option<&mut Bytes>,
     ) -> Result<RequestOutcome, ChainError> {
-        ctx.with_state(|s| s.stash = vec![None; self.bindings.len()]);
+        ctx.with_state(|s| s.stash.clear());
         for (i, b) in self.bindings.iter().enumerate() {
             ctx.with_state(|s| s.entered = Some(i + 1));
             let body_for = match b.body {
                 BodyMode::Buffer => body.as_deref_mut(),
                 BodyMode::None => None,
             };
-            let result = b.call_request(ctx, parts, body_for).await;
+            let result = b.call_request(i, ctx, parts, body_for).await;
             let m = &b.metrics.calls[0];
             match result {
                 Ok((Action::Continue, stash)) => {
                     m[0].inc();
-                    ctx.with_state(|s| s.stash[i] = stash);
+                    if stash.is_some() {
+                        ctx.with_state(|s| *slot(&mut s.stash, i) = stash);
+                    }
                 }
                 Ok((Action::Respond(reply), _)) => match reply_to_response(reply) {
                     Ok(resp) => {
@@ -449,7 +550,7 @@ impl Chain {
     ) -> Result<(), ChainError> {
         ctx.note_failure(i, f.kind);
         tracing::warn!(plugin = b.plugin.name(), version = b.plugin.version(), route = %b.route,
-            request_id = ctx.request_id, hook, kind = f.kind.as_str(), reason = %f.reason,
+            request_id = ctx.request_id(), hook, kind = f.kind.as_str(), reason = %f.reason,
             fail_open = b.on_error == OnError::FailOpen, "plugin failed");
         match b.on_error {
             OnError::FailOpen => Ok(()),
@@ -468,13 +569,17 @@ impl Chain {
         let entered = ctx.with_state(|s| s.entered).unwrap_or(self.bindings.len());
         for i in (0..entered.min(self.bindings.len())).rev() {
             let b = &self.bindings[i];
+            // A binding whose `init` failed already failed this request in `on_request`.
+            if b.init_failure.is_some() && ctx.failure(i).is_some() {
+                continue;
+            }
             let stash = ctx.with_state(|s| s.stash.get_mut(i).and_then(Option::take));
             let body_for = match b.body {
                 BodyMode::Buffer => body.as_deref_mut(),
                 BodyMode::None => None,
             };
             let m = &b.metrics.calls[1];
-            match b.call_response(ctx, stash, parts, body_for).await {
+            match b.call_response(i, ctx, stash, parts, body_for).await {
                 Ok(()) => m[0].inc(),
                 Err(f) => {
                     m[2].inc();

@@ -4,6 +4,7 @@ use crate::bindings::{Level, Plugin as Bindings, PluginPre};
 use crate::capture::LogLimiter;
 use crate::error::{FailureKind, PluginError};
 use crate::metrics::{Metrics, PluginMetrics};
+use crate::runtime::Epochs;
 use crate::state::StoreState;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -176,6 +177,7 @@ pub struct LoadedPlugin {
     pub(crate) tick: Duration,
     pub(crate) recycle_after: u64,
     pub(crate) max_idle: usize,
+    pub(crate) epochs: Arc<Epochs>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -218,6 +220,7 @@ impl LoadedPlugin {
         spec: &PluginSpec,
         tick: Duration,
         max_idle: usize,
+        epochs: Arc<Epochs>,
     ) -> Self {
         let tick_ns = tick.as_nanos().max(1);
         let ticks = spec.timeout.as_nanos().div_ceil(tick_ns) as u64 + 1;
@@ -232,6 +235,7 @@ impl LoadedPlugin {
             tick,
             recycle_after: spec.recycle_after.max(1),
             max_idle,
+            epochs,
         }
     }
 
@@ -250,10 +254,13 @@ impl LoadedPlugin {
         self.isolation
     }
 
-    /// Starts the per-call deadline: `timeout` of wall time from now.
-    pub(crate) fn arm(&self, store: &mut Store<StoreState>) {
-        store.data_mut().deadline = Some(Instant::now() + self.timeout);
+    /// Starts the per-call deadline: `timeout` of wall time from now (returned).
+    pub(crate) fn arm(&self, store: &mut Store<StoreState>) -> Instant {
+        self.epochs.touch();
+        let now = Instant::now();
+        store.data_mut().deadline = Some(now + self.timeout);
         store.set_epoch_deadline(self.deadline_ticks);
+        now
     }
 
     /// Create an instance and run `init(config)` in it.
@@ -314,6 +321,10 @@ impl LoadedPlugin {
         err: wasmtime::Error,
         in_init: bool,
     ) -> Failure {
+        if pool_exhausted(&err) {
+            // Not the plugin's fault: no trap is counted and the caller's policy applies.
+            return Failure::new(FailureKind::Host, format!("{err:#}"));
+        }
         let kind = if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             FailureKind::Timeout
         } else if store.data().limiter.hit {
@@ -345,6 +356,13 @@ impl LoadedPlugin {
             self.shared.m.memory.set(peak);
         }
     }
+}
+
+/// Whether `err` is the pooling allocator refusing a slot (instances, memories, tables or fiber
+/// stacks all in use): the call fails at once with [`FailureKind::Host`].
+fn pool_exhausted(err: &wasmtime::Error) -> bool {
+    err.chain()
+        .any(|e| e.is::<wasmtime::PoolConcurrencyLimitError>())
 }
 
 pub(crate) fn new_shared(metrics: Arc<Metrics>, name: &str, version: &str) -> PluginShared {

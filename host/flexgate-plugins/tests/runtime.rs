@@ -6,8 +6,10 @@ mod common;
 
 use common::*;
 use flexgate_plugins::{
-    BodyMode, Chain, FailureKind, Isolation, OnError, PluginError, RequestOutcome,
+    Binding, BodyMode, Chain, FailureKind, Isolation, OnError, PluginError, PluginRuntime,
+    RequestOutcome, RuntimeOptions,
 };
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const HEADERS_CFG: &str = r#"{"request":{"set":{"x-request-id":"${request_id}","x-client":"${client_ip}"},"remove":["x-secret"]},
@@ -46,15 +48,14 @@ async fn headers_plugin_pooled_and_per_request() {
             );
         }
     }
-    // Pooled: 1 instance (from Binding::new) reused; per-request: 1 (init check) + 3.
-    let inst = |iso| {
-        metric_value(
-            &reg,
-            "flexgate_plugin_instantiations_total",
-            &[("plugin", "headers")],
-        ) - iso
-    };
-    assert_eq!(inst(0.0), 1.0 + 1.0 + 3.0 * 2.0);
+    // Pooled: 1 instance (from Binding::new) reused; per-request: 1 (init check) + one per
+    // request, shared by its on_request and on_response.
+    let inst = metric_value(
+        &reg,
+        "flexgate_plugin_instantiations_total",
+        &[("plugin", "headers")],
+    );
+    assert_eq!(inst, 1.0 + 1.0 + 3.0);
     assert_eq!(
         metric_value(
             &reg,
@@ -431,5 +432,125 @@ async fn recycle_after_bounds_instance_reuse() {
             &[("plugin", "headers")]
         ),
         3.0
+    );
+}
+
+/// A binding whose `init` refused its config fails every call at once with `init` (counted),
+/// without instantiating: fail_closed stops the chain, fail_open skips it (on_response too).
+#[tokio::test]
+async fn failed_binding_fails_every_call_with_init() {
+    let (rt, reg) = runtime();
+    let p = load(&rt, "fixture-init-reject", Isolation::Pooled);
+    let h = load(&rt, "headers", Isolation::Pooled);
+    let reason = "fixture-init-reject: config rejected".to_string();
+    let after = r#"{"request":{"set":{"x-after":"yes"}},"response":{"set":{"x-after":"yes"}}}"#;
+    let instantiated = |reg: &prometheus::Registry| {
+        metric_value(
+            reg,
+            "flexgate_plugin_instantiations_total",
+            &[("plugin", "fixture-init-reject")],
+        )
+    };
+    let before = instantiated(&reg);
+    for on_error in [OnError::FailClosed, OnError::FailOpen] {
+        let failed = Binding::failed(p.clone(), "r", reason.clone(), on_error, BodyMode::None);
+        assert_eq!(failed.init_failure(), Some(reason.as_str()));
+        let chain = Chain::new(vec![
+            Arc::new(failed),
+            Arc::new(bind(&h, after, OnError::FailClosed, BodyMode::None).await),
+        ]);
+        let ctx = ctx();
+        let mut parts = request("GET", "/x?y=1", &[("x-keep", "1")]);
+        let out = chain.on_request(&ctx, &mut parts, None).await;
+        assert_eq!(ctx.failure(0), Some(FailureKind::Init));
+        match on_error {
+            OnError::FailClosed => {
+                let err = out.unwrap_err();
+                assert_eq!(
+                    (err.plugin.as_str(), err.kind),
+                    ("fixture-init-reject", FailureKind::Init)
+                );
+                assert!(err.reason.contains("config rejected"), "{err}");
+                assert_eq!(header(&parts.headers, "x-after"), None, "chain stopped");
+            }
+            OnError::FailOpen => {
+                assert!(matches!(out.unwrap(), RequestOutcome::Continue));
+                assert_eq!(header(&parts.headers, "x-after").as_deref(), Some("yes"));
+                assert_eq!(header(&parts.headers, "x-keep").as_deref(), Some("1"));
+                assert_eq!(parts.uri, "/x?y=1");
+                let mut resp = response(200, &[]);
+                chain.on_response(&ctx, &mut resp, None).await.unwrap();
+                assert_eq!(header(&resp.headers, "x-after").as_deref(), Some("yes"));
+            }
+        }
+    }
+    assert_eq!(
+        instantiated(&reg),
+        before,
+        "a failed binding never instantiates"
+    );
+    assert_eq!(
+        metric_value(
+            &reg,
+            "flexgate_plugin_traps_total",
+            &[("plugin", "fixture-init-reject"), ("reason", "init")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric_value(
+            &reg,
+            "flexgate_plugin_invocations_total",
+            &[("plugin", "fixture-init-reject"), ("outcome", "error")]
+        ),
+        2.0
+    );
+}
+
+/// `per_request` keeps one instance per request (from on_request to on_response); when the
+/// pooling allocator has no slot left a call fails at once as a host failure, and slots come back
+/// when the requests end.
+#[tokio::test]
+async fn per_request_instance_exhaustion_fails_cleanly() {
+    let registry = prometheus::Registry::new();
+    let opts = RuntimeOptions {
+        max_instances: 2,
+        ..RuntimeOptions::default()
+    };
+    let rt = PluginRuntime::new(opts, &registry).unwrap();
+    let p = load(&rt, "headers", Isolation::PerRequest);
+    let chain = single(bind(&p, HEADERS_CFG, OnError::FailClosed, BodyMode::None).await);
+    let ctxs: Vec<_> = (0..2).map(|_| ctx()).collect();
+    for c in &ctxs {
+        let mut parts = request("GET", "/", &[]);
+        chain.on_request(c, &mut parts, None).await.unwrap();
+    }
+    let started = Instant::now();
+    let mut parts = request("GET", "/", &[]);
+    let err = chain
+        .on_request(&ctx(), &mut parts, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::Host, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "did not fail at once"
+    );
+    // The parked instances serve their requests' on_response without instantiating again.
+    for c in &ctxs {
+        let mut resp = response(200, &[]);
+        chain.on_response(c, &mut resp, None).await.unwrap();
+        assert_eq!(
+            header(&resp.headers, "x-served-by").as_deref(),
+            Some("flexgate")
+        );
+    }
+    drop(ctxs);
+    let mut parts = request("GET", "/", &[]);
+    chain.on_request(&ctx(), &mut parts, None).await.unwrap();
+    assert_eq!(
+        metric_value(&registry, "flexgate_plugin_traps_total", &[]),
+        0.0,
+        "exhaustion is not the plugin's fault"
     );
 }

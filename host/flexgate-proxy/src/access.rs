@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use prometheus::{Histogram, IntCounterVec};
+use prometheus::{Histogram, IntCounter, IntCounterVec};
 
 use crate::body::{BoxError, ProxyBody};
 
@@ -27,7 +27,7 @@ pub struct Completion {
     pub attempts: u32,
     pub client_ip: std::net::IpAddr,
     pub duration: Histogram,
-    pub requests: IntCounterVec,
+    pub requests: Arc<RouteRequests>,
     pub log: bool,
     /// `name@version` of every plugin the request ran, comma-separated (set only when logging).
     pub plugins: Option<String>,
@@ -39,9 +39,7 @@ impl Completion {
     fn finish(self, bytes_sent: u64, complete: bool) {
         let elapsed = self.started.elapsed();
         self.duration.observe(elapsed.as_secs_f64());
-        self.requests
-            .with_label_values(&[&*self.route, self.method.as_str(), self.status.as_str()])
-            .inc();
+        self.requests.inc(&self.method, self.status);
         if self.log {
             tracing::info!(
                 target: "flexgate::access",
@@ -130,5 +128,63 @@ impl Body for LoggedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// `flexgate_http_requests_total` of one route, with its children cached by (method, status) so the
+/// request path skips Prometheus' label hashing. Methods outside the standard set are counted as
+/// `other`: a client cannot create series by inventing methods.
+pub struct RouteRequests {
+    vec: IntCounterVec,
+    route: Arc<str>,
+    /// At most 10 methods × the status codes seen (100..=999): bounded.
+    cache: parking_lot::Mutex<ahash::AHashMap<(u8, u16), IntCounter>>,
+}
+
+impl std::fmt::Debug for RouteRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteRequests")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouteRequests {
+    pub fn new(vec: IntCounterVec, route: Arc<str>) -> Self {
+        Self {
+            vec,
+            route,
+            cache: parking_lot::Mutex::default(),
+        }
+    }
+
+    pub fn inc(&self, method: &Method, status: StatusCode) {
+        let (idx, label) = method_label(method);
+        let key = (idx, status.as_u16());
+        let mut cache = self.cache.lock();
+        if let Some(c) = cache.get(&key) {
+            c.inc();
+            return;
+        }
+        let c = self
+            .vec
+            .with_label_values(&[&*self.route, label, status.as_str()]);
+        c.inc();
+        cache.insert(key, c);
+    }
+}
+
+fn method_label(m: &Method) -> (u8, &'static str) {
+    match *m {
+        Method::GET => (0, "GET"),
+        Method::HEAD => (1, "HEAD"),
+        Method::POST => (2, "POST"),
+        Method::PUT => (3, "PUT"),
+        Method::DELETE => (4, "DELETE"),
+        Method::PATCH => (5, "PATCH"),
+        Method::OPTIONS => (6, "OPTIONS"),
+        Method::CONNECT => (7, "CONNECT"),
+        Method::TRACE => (8, "TRACE"),
+        _ => (9, "other"),
     }
 }

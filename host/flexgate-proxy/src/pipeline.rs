@@ -42,7 +42,12 @@ pub async fn handle(
     };
     let snap = gw.snapshot();
     let method = req.method().clone();
-    let path: Box<str> = req.uri().path().into();
+    // Only the access log needs the path: no allocation when it is off.
+    let path: Box<str> = if snap.access_log {
+        req.uri().path().into()
+    } else {
+        Box::default()
+    };
     let version = req.version();
 
     let route = check_framing(req.headers(), snap.max_header_size).and_then(|()| {
@@ -65,7 +70,7 @@ pub async fn handle(
         attempts: 0,
         client_ip: conn.client.ip(),
         duration: snap.no_route_duration.clone(),
-        requests: metrics.http_requests.clone(),
+        requests: snap.no_route_requests.clone(),
         log: snap.access_log,
         plugins: None,
         in_flight: None,
@@ -77,6 +82,7 @@ pub async fn handle(
         Ok(route) => 'route: {
             done.route = route.name.clone();
             done.duration = route.duration.clone();
+            done.requests = route.requests.clone();
             if let Some(limit) = &route.rate_limit
                 && let Err(e) = (limit.admit(
                     &route.name,

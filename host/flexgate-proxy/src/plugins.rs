@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use flexgate_config::{self as config, Config};
 use flexgate_plugins::{
-    Binding, BodyMode, CallCtx, Chain, FailureKind, Isolation, LoadedPlugin, OnError,
+    Binding, BodyMode, CallCtx, Chain, FailureKind, Isolation, LoadedPlugin, OnError, PluginError,
     PluginRuntime, PluginSpec,
 };
 use flexgate_registry::{
@@ -95,7 +95,10 @@ pub struct RoutePlugins {
 /// The chain one request runs and the versions it picked (one per slot).
 pub struct Selected<'a> {
     chain: Picked<'a>,
-    picks: Vec<&'a Variant>,
+    slots: &'a [Slot],
+    /// The picked versions when some slot has a canary; `None`: every slot's stable version
+    /// (no allocation on the common path).
+    picks: Option<Vec<&'a Variant>>,
 }
 
 enum Picked<'a> {
@@ -103,7 +106,7 @@ enum Picked<'a> {
     Owned(Chain),
 }
 
-impl Selected<'_> {
+impl<'a> Selected<'a> {
     pub fn chain(&self) -> &Chain {
         match &self.chain {
             Picked::Fixed(c) => c,
@@ -111,10 +114,19 @@ impl Selected<'_> {
         }
     }
 
+    fn picks(&self) -> impl Iterator<Item = &'a Variant> + '_ {
+        let stable = self
+            .picks
+            .is_none()
+            .then(|| self.slots.iter().map(|s| &s.stable));
+        let picked = self.picks.iter().flatten().copied();
+        stable.into_iter().flatten().chain(picked)
+    }
+
     /// `name@version,...` of the picked versions, for the access log.
     pub fn describe(&self) -> String {
         let mut out = String::new();
-        for (i, v) in self.picks.iter().enumerate() {
+        for (i, v) in self.picks().enumerate() {
             if i > 0 {
                 out.push(',');
             }
@@ -127,7 +139,7 @@ impl Selected<'_> {
 
     /// Records the request's outcome in the window stats of every version it ran.
     pub fn record(&self, ctx: &CallCtx, latency: Duration, status: u16) {
-        for (i, v) in self.picks.iter().enumerate() {
+        for (i, v) in self.picks().enumerate() {
             let Some(stats) = &v.stats else { continue };
             let outcome = match ctx.failure(i) {
                 Some(FailureKind::Trap | FailureKind::Timeout | FailureKind::Memory) => {
@@ -148,7 +160,8 @@ impl RoutePlugins {
         if let Some(chain) = &self.fixed {
             return Selected {
                 chain: Picked::Fixed(chain),
-                picks: self.slots.iter().map(|s| &s.stable).collect(),
+                slots: &self.slots,
+                picks: None,
             };
         }
         let picks: Vec<&Variant> = self
@@ -164,7 +177,8 @@ impl RoutePlugins {
         let chain = Chain::new(picks.iter().map(|v| v.binding.clone()).collect());
         Selected {
             chain: Picked::Owned(chain),
-            picks,
+            slots: &self.slots,
+            picks: Some(picks),
         }
     }
 }
@@ -347,9 +361,20 @@ impl PluginHost {
             config::BodyMode::Buffer => BodyMode::Buffer,
         };
         let version: Arc<str> = Arc::from(plugin.version());
-        let binding = Binding::new(plugin, &r.name, config_json, on_error, body)
-            .await
-            .map_err(|e| e.to_string())?;
+        // A config the plugin's `init` refuses only affects the requests through this binding
+        // (`on_error` decides), never the snapshot: the gateway starts and reloads as usual.
+        let binding = match Binding::new(plugin.clone(), &r.name, config_json, on_error, body).await
+        {
+            Ok(b) => b,
+            Err(PluginError::Init { reason, .. }) => {
+                tracing::error!(route = %r.name, plugin = %def.name, version = %version,
+                    on_error = ?b.on_error, reason = %reason,
+                    "plugin init rejected its config: requests through this binding fail \
+                     (fail_closed: 500; fail_open: the plugin is skipped)");
+                Binding::failed(plugin, &r.name, reason, on_error, body)
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let stats = tracked.then(|| {
             let key = (r.name.clone(), def.name.clone(), version.to_string());
             used_stats.push(key.clone());

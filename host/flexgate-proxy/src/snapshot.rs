@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, uri::Authorit
 use parking_lot::Mutex;
 use prometheus::Histogram;
 
+use crate::access::RouteRequests;
 use crate::limit::RouteLimit;
 use crate::plugins::{PluginHost, RoutePlugins};
 use crate::resilience::Resilience;
@@ -39,6 +40,7 @@ pub struct Route {
     pub preserve_host: bool,
     pub max_body: Option<u64>,
     pub duration: Histogram,
+    pub requests: Arc<RouteRequests>,
     /// The Wasm plugin chain; `None` when the route binds no plugin (the hooks are skipped).
     pub plugins: Option<Arc<RoutePlugins>>,
     /// `rate_limit`, checked right after routing; `None` when the route has none.
@@ -56,6 +58,7 @@ pub struct Snapshot {
     /// Label and duration histogram for requests that matched no route.
     pub no_route_name: Arc<str>,
     pub no_route_duration: Histogram,
+    pub no_route_requests: Arc<RouteRequests>,
 }
 
 impl Snapshot {
@@ -124,6 +127,10 @@ impl SharedState {
             access_log: config.log.access_log,
             no_route_name: Arc::from("no_route"),
             no_route_duration: self.metrics.route_duration("no_route"),
+            no_route_requests: Arc::new(RouteRequests::new(
+                self.metrics.http_requests.clone(),
+                Arc::from("no_route"),
+            )),
             config,
         })
     }
@@ -256,6 +263,10 @@ impl SharedState {
             preserve_host: r.preserve_host,
             max_body: r.max_body.map(|b| b.0),
             duration: self.metrics.route_duration(&r.name),
+            requests: Arc::new(RouteRequests::new(
+                self.metrics.http_requests.clone(),
+                Arc::from(r.name.as_str()),
+            )),
             plugins: None,
             rate_limit: self.resilience.route_limit(r)?,
         };

@@ -42,11 +42,16 @@ pub fn run(args: ServeArgs) -> ExitCode {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .thread_name("flexgate-worker")
-        .build();
+    // One worker: a current-thread runtime (no work-stealing queues, no cross-thread wakeups); the
+    // request path only ever spawns, never blocks, so nothing needs a second scheduler thread.
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    let runtime = builder.enable_all().thread_name("flexgate-worker").build();
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
