@@ -88,6 +88,23 @@ fn bench_calls(c: &mut Criterion) {
                 })
             })
         });
+        // What one proxied request costs: a fresh context, on_request and on_response (for
+        // per_request: one fresh instance shared by both hooks).
+        let full = name.replace("_on_request", "_full_request");
+        let mut resp = http::Response::new(()).into_parts().0;
+        c.bench_function(&full, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let ctx = CallCtx::new("192.0.2.1:1234".parse().unwrap(), "bench", "req-1");
+                        chain.on_request(&ctx, &mut p, None).await.unwrap();
+                        chain.on_response(&ctx, &mut resp, None).await.unwrap();
+                    }
+                    start.elapsed()
+                })
+            })
+        });
     }
     let p = parts();
     c.bench_function("header_conversion_all_to_guest", |b| {

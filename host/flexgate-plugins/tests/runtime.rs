@@ -12,11 +12,16 @@ use flexgate_plugins::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Tests share the process: the deadline test measures wall time and the memory test the process's
+/// RSS, so those two take this lock exclusively and every other test takes it shared.
+static EXCLUSIVE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 const HEADERS_CFG: &str = r#"{"request":{"set":{"x-request-id":"${request_id}","x-client":"${client_ip}"},"remove":["x-secret"]},
     "response":{"set":{"x-served-by":"flexgate"}}}"#;
 
 #[tokio::test]
 async fn headers_plugin_pooled_and_per_request() {
+    let _guard = EXCLUSIVE.read().await;
     let (rt, reg) = runtime();
     for iso in [Isolation::Pooled, Isolation::PerRequest] {
         let p = load(&rt, "headers", iso);
@@ -68,6 +73,7 @@ async fn headers_plugin_pooled_and_per_request() {
 
 #[tokio::test]
 async fn chain_order_request_forward_response_reverse() {
+    let _guard = EXCLUSIVE.read().await;
     let (rt, _reg) = runtime();
     let p = load(&rt, "headers", Isolation::Pooled);
     let a = bind(
@@ -136,6 +142,7 @@ async fn fixture_chain(
 
 #[tokio::test]
 async fn fixtures_fail_closed_and_fail_open() {
+    let _guard = EXCLUSIVE.read().await;
     let (rt, reg) = runtime();
     let cases = [
         ("fixture-trap", r#"{"always":true}"#, FailureKind::Trap),
@@ -188,6 +195,7 @@ async fn fixtures_fail_closed_and_fail_open() {
 
 #[tokio::test]
 async fn flaky_fraction_and_custom_metric() {
+    let _guard = EXCLUSIVE.read().await;
     let (rt, reg) = runtime();
     let chain = fixture_chain(
         &rt,
@@ -225,6 +233,7 @@ async fn flaky_fraction_and_custom_metric() {
 
 #[tokio::test]
 async fn stderr_flood_is_captured_and_harmless() {
+    let _guard = EXCLUSIVE.read().await;
     let (rt, _reg) = runtime();
     let chain = fixture_chain(
         &rt,
@@ -244,7 +253,12 @@ async fn stderr_flood_is_captured_and_harmless() {
 
 #[tokio::test]
 async fn endless_loop_returns_within_deadline() {
+    let _guard = EXCLUSIVE.write().await;
     let (rt, _reg) = runtime();
+    // A sample that misses the bound while this process sat on the run queue for at least the
+    // excess (a loaded machine: the epoch ticker or the calling thread did not get a CPU) is
+    // measured again, a bounded number of times; the bound itself is never relaxed.
+    let mut disturbed = 0;
     for timeout_ms in [10u64, 50] {
         let p = load_with(&rt, "fixture-loop", |s| {
             s.timeout = Duration::from_millis(timeout_ms)
@@ -258,7 +272,10 @@ async fn endless_loop_returns_within_deadline() {
             )
             .await,
         );
-        for _ in 0..5 {
+        let limit = Duration::from_millis(timeout_ms + 20);
+        let mut good = 0;
+        while good < 5 {
+            let waited = RunqueueWait::of_self();
             let start = Instant::now();
             let mut parts = request("GET", "/", &[]);
             let err = chain
@@ -266,15 +283,24 @@ async fn endless_loop_returns_within_deadline() {
                 .await
                 .unwrap_err();
             let took = start.elapsed();
+            let starved = waited.since();
             assert_eq!(err.kind, FailureKind::Timeout);
-            assert!(
-                took < Duration::from_millis(timeout_ms + 20),
-                "took {took:?} for {timeout_ms} ms"
-            );
             assert!(
                 took >= Duration::from_millis(timeout_ms).saturating_sub(Duration::from_millis(1)),
                 "{took:?}"
             );
+            if took >= limit && starved.total >= took - limit && disturbed < 10 {
+                disturbed += 1;
+                eprintln!(
+                    "{timeout_ms} ms: took {took:?} while starved {starved:?}: measuring again"
+                );
+                continue;
+            }
+            assert!(
+                took < limit,
+                "took {took:?} for {timeout_ms} ms (run-queue wait {starved:?}, {disturbed} samples retried)"
+            );
+            good += 1;
         }
     }
 }
@@ -287,6 +313,7 @@ fn rss_bytes() -> u64 {
 
 #[tokio::test]
 async fn ten_thousand_traps_keep_memory_bounded() {
+    let _guard = EXCLUSIVE.write().await;
     let (rt, reg) = runtime();
     let p = load(&rt, "fixture-trap", Isolation::Pooled);
     let chain = single(bind(&p, r#"{"always":true}"#, OnError::FailOpen, BodyMode::None).await);
@@ -320,6 +347,7 @@ async fn ten_thousand_traps_keep_memory_bounded() {
 
 #[tokio::test]
 async fn init_rejection_is_a_load_time_error() {
+    let _guard = EXCLUSIVE.read().await;
     let (rt, reg) = runtime();
     let p = load(&rt, "fixture-init-reject", Isolation::Pooled);
     let err = flexgate_plugins::Binding::new(
@@ -367,6 +395,7 @@ async fn init_rejection_is_a_load_time_error() {
 
 #[tokio::test]
 async fn invalid_component_is_rejected() {
+    let _guard = EXCLUSIVE.read().await;
     let (rt, _reg) = runtime();
     let err = rt
         .load(flexgate_plugins::PluginSpec::new(
@@ -380,6 +409,7 @@ async fn invalid_component_is_rejected() {
 
 #[tokio::test]
 async fn compile_cache_is_used_across_runtimes() {
+    let _guard = EXCLUSIVE.read().await;
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("cache-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -389,21 +419,20 @@ async fn compile_cache_is_used_across_runtimes() {
         ..Default::default()
     };
     let bytes = wasm("headers");
+    // Not a deadline test: the default 10 ms `init` budget can expire on a loaded machine.
+    let spec = |bytes: Vec<u8>| {
+        let mut s = flexgate_plugins::PluginSpec::new("headers", "1", bytes);
+        s.timeout = RELAXED;
+        s
+    };
     let t0 = Instant::now();
     let rt1 = flexgate_plugins::PluginRuntime::new(opts(), &prometheus::Registry::new()).unwrap();
-    rt1.load(flexgate_plugins::PluginSpec::new(
-        "headers",
-        "1",
-        bytes.clone(),
-    ))
-    .unwrap();
+    rt1.load(spec(bytes.clone())).unwrap();
     let cold = t0.elapsed();
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     let rt2 = flexgate_plugins::PluginRuntime::new(opts(), &prometheus::Registry::new()).unwrap();
     let t1 = Instant::now();
-    let p = rt2
-        .load(flexgate_plugins::PluginSpec::new("headers", "1", bytes))
-        .unwrap();
+    let p = rt2.load(spec(bytes)).unwrap();
     let warm = t1.elapsed();
     assert!(warm < cold, "cached load {warm:?} vs compile {cold:?}");
     let chain = single(bind(&p, HEADERS_CFG, OnError::FailClosed, BodyMode::None).await);
@@ -418,6 +447,7 @@ async fn compile_cache_is_used_across_runtimes() {
 
 #[tokio::test]
 async fn recycle_after_bounds_instance_reuse() {
+    let _guard = EXCLUSIVE.read().await;
     let (rt, reg) = runtime();
     let p = load_with(&rt, "headers", |s| s.recycle_after = 3);
     let chain = single(bind(&p, HEADERS_CFG, OnError::FailClosed, BodyMode::None).await);
@@ -439,6 +469,7 @@ async fn recycle_after_bounds_instance_reuse() {
 /// without instantiating: fail_closed stops the chain, fail_open skips it (on_response too).
 #[tokio::test]
 async fn failed_binding_fails_every_call_with_init() {
+    let _guard = EXCLUSIVE.read().await;
     let (rt, reg) = runtime();
     let p = load(&rt, "fixture-init-reject", Isolation::Pooled);
     let h = load(&rt, "headers", Isolation::Pooled);
@@ -512,6 +543,7 @@ async fn failed_binding_fails_every_call_with_init() {
 /// when the requests end.
 #[tokio::test]
 async fn per_request_instance_exhaustion_fails_cleanly() {
+    let _guard = EXCLUSIVE.read().await;
     let registry = prometheus::Registry::new();
     let opts = RuntimeOptions {
         max_instances: 2,

@@ -85,41 +85,113 @@ pub enum HostMatch {
 #[derive(Debug)]
 pub struct Router<R> {
     routes: Vec<(Matcher, R)>,
-    exact: HashMap<String, Vec<usize>>,
+    exact: HashMap<String, Group>,
     /// Wildcard groups, longest suffix first.
-    suffixes: Vec<(String, Vec<usize>)>,
+    suffixes: Vec<(String, Group)>,
+    any: Group,
+}
+
+/// The routes of one host group, indexed by path so a lookup costs the number of path segments,
+/// not the number of routes. Each list is in precedence order.
+#[derive(Debug, Default)]
+struct Group {
+    /// Exact `path` → routes.
+    exact: HashMap<Box<str>, Vec<usize>>,
+    /// `path_prefix` without its trailing slash (`/` becomes "") → routes.
+    prefix: HashMap<Box<str>, Vec<usize>>,
+    /// Routes without a path match.
     any: Vec<usize>,
+}
+
+impl Group {
+    fn add(&mut self, i: usize, path: &PathMatch) {
+        match path {
+            PathMatch::Exact(p) => self.exact.entry(p.clone()).or_default().push(i),
+            PathMatch::Prefix(p) => self.prefix.entry(prefix_key(p).into()).or_default().push(i),
+            PathMatch::Any => self.any.push(i),
+        }
+    }
+
+    fn lists_mut(&mut self) -> impl Iterator<Item = &mut Vec<usize>> {
+        self.exact
+            .values_mut()
+            .chain(self.prefix.values_mut())
+            .chain(std::iter::once(&mut self.any))
+    }
+
+    /// The first route of this group matching, in precedence order: the exact path, then the
+    /// path's segment prefixes longest first, then routes without a path match.
+    fn find<R>(
+        &self,
+        routes: &[(Matcher, R)],
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<usize> {
+        let first = |list: &[usize]| {
+            list.iter()
+                .copied()
+                .find(|&i| routes[i].0.matches(path, method, headers))
+        };
+        if let Some(i) = self.exact.get(path).and_then(|l| first(l)) {
+            return Some(i);
+        }
+        if !self.prefix.is_empty() {
+            // `path` itself, then every cut before a `/`, then the root prefix.
+            let cuts = std::iter::once(path.len())
+                .chain(path.rmatch_indices('/').map(|(pos, _)| pos))
+                .filter(|&pos| pos > 0);
+            for pos in cuts.chain(std::iter::once(0)) {
+                if let Some(i) = self.prefix.get(&path[..pos]).and_then(|l| first(l)) {
+                    return Some(i);
+                }
+            }
+        }
+        first(&self.any)
+    }
+}
+
+/// The index key of a prefix: `prefix_matches` ignores one trailing slash, and `/` matches all.
+fn prefix_key(prefix: &str) -> &str {
+    if prefix == "/" {
+        ""
+    } else {
+        prefix.strip_suffix('/').unwrap_or(prefix)
+    }
 }
 
 impl<R> Router<R> {
     /// Builds the table; `routes` are in file order (the final tie-breaker).
     pub fn new(routes: Vec<(HostMatch, Matcher, R)>) -> Self {
-        let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut suffixes: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut any = Vec::new();
+        let mut exact: HashMap<String, Group> = HashMap::new();
+        let mut suffixes: HashMap<String, Group> = HashMap::new();
+        let mut any = Group::default();
         let mut table = Vec::with_capacity(routes.len());
         for (i, (host, matcher, route)) in routes.into_iter().enumerate() {
-            match host {
-                HostMatch::Any => any.push(i),
-                HostMatch::Exact(h) => exact.entry(h).or_default().push(i),
-                HostMatch::Suffix(s) => suffixes.entry(s).or_default().push(i),
-            }
+            let group = match host {
+                HostMatch::Any => &mut any,
+                HostMatch::Exact(h) => exact.entry(h).or_default(),
+                HostMatch::Suffix(s) => suffixes.entry(s).or_default(),
+            };
+            group.add(i, &matcher.path);
             table.push((matcher, route));
         }
-        let order = |group: &mut Vec<usize>| {
-            group.sort_by_key(|&i| {
-                let m = &table[i].0;
-                (
-                    m.path.rank(),
-                    m.methods.is_empty(),
-                    usize::MAX - m.headers.len(),
-                    i,
-                )
-            });
+        let order = |group: &mut Group| {
+            for list in group.lists_mut() {
+                list.sort_by_key(|&i| {
+                    let m = &table[i].0;
+                    (
+                        m.path.rank(),
+                        m.methods.is_empty(),
+                        usize::MAX - m.headers.len(),
+                        i,
+                    )
+                });
+            }
         };
         exact.values_mut().for_each(order);
         order(&mut any);
-        let mut suffixes: Vec<(String, Vec<usize>)> = suffixes.into_iter().collect();
+        let mut suffixes: Vec<(String, Group)> = suffixes.into_iter().collect();
         suffixes.iter_mut().for_each(|(_, g)| order(g));
         suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         Self {
@@ -143,28 +215,18 @@ impl<R> Router<R> {
         method: &Method,
         headers: &HeaderMap,
     ) -> Option<&R> {
-        let first = |group: &[usize]| {
-            group
-                .iter()
-                .map(|&i| &self.routes[i])
-                .find(|(m, _)| m.matches(path, method, headers))
-        };
-        if let Some(host) = host.map(normalize_host) {
-            if let Some(group) = self.exact.get(host.as_ref())
-                && let Some((_, r)) = first(group)
-            {
-                return Some(r);
-            }
-            for (suffix, group) in &self.suffixes {
-                if host.len() > suffix.len()
-                    && host.ends_with(suffix.as_str())
-                    && let Some((_, r)) = first(group)
-                {
-                    return Some(r);
-                }
-            }
-        }
-        first(&self.any).map(|(_, r)| r)
+        let find = |g: &Group| g.find(&self.routes, path, method, headers);
+        let hit = host.map(normalize_host).and_then(|host| {
+            self.exact.get(host.as_ref()).and_then(find).or_else(|| {
+                self.suffixes
+                    .iter()
+                    .filter(|(suffix, _)| {
+                        host.len() > suffix.len() && host.ends_with(suffix.as_str())
+                    })
+                    .find_map(|(_, g)| find(g))
+            })
+        });
+        hit.or_else(|| find(&self.any)).map(|i| &self.routes[i].1)
     }
 
     pub fn len(&self) -> usize {
@@ -320,5 +382,83 @@ mod tests {
         assert_eq!(r.find(None, "/", &Method::GET, &h).copied(), Some("plain"));
         h.insert("x-env", HeaderValue::from_static("prod"));
         assert_eq!(r.find(None, "/", &Method::GET, &h).copied(), Some("prod"));
+    }
+
+    /// The indexed lookup must agree with the documented precedence applied by brute force:
+    /// among matching routes of the most specific host group, the smallest sort key wins.
+    #[test]
+    fn index_agrees_with_a_linear_scan() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let segs = ["", "a", "b", "ab", "a/b", "b/a", "a/b/c"];
+        let pick = |rng: &mut fastrand::Rng| segs[rng.usize(..segs.len())];
+        for _ in 0..200 {
+            let mut spec = Vec::new();
+            for _ in 0..rng.usize(1..12) {
+                let seg = pick(&mut rng);
+                let path = match rng.u8(..4) {
+                    0 => PathMatch::Any,
+                    1 => PathMatch::Exact(format!("/{seg}").into()),
+                    2 => PathMatch::Prefix(format!("/{seg}/").into()),
+                    _ => PathMatch::Prefix(format!("/{seg}").into()),
+                };
+                let methods = if rng.bool() {
+                    vec![Method::POST]
+                } else {
+                    vec![]
+                };
+                spec.push((
+                    HostMatch::Any,
+                    Matcher {
+                        path,
+                        methods,
+                        headers: vec![],
+                    },
+                ));
+            }
+            let router = Router::new(
+                spec.iter()
+                    .enumerate()
+                    .map(|(i, (h, m))| (h.clone(), m.clone(), i))
+                    .collect(),
+            );
+            for _ in 0..20 {
+                let path = format!("/{}{}", pick(&mut rng), if rng.bool() { "/" } else { "" });
+                let method = if rng.bool() {
+                    Method::GET
+                } else {
+                    Method::POST
+                };
+                let h = HeaderMap::new();
+                let expected = spec
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, m))| m.matches(&path, &method, &h))
+                    .min_by_key(|(i, (_, m))| {
+                        (
+                            m.path.rank(),
+                            m.methods.is_empty(),
+                            usize::MAX - m.headers.len(),
+                            *i,
+                        )
+                    })
+                    .map(|(i, _)| i);
+                let got = router.find(None, &path, &method, &h).copied();
+                // Two prefixes differing only by a trailing slash share a bucket and rank by
+                // length: either may win when both match; everything else must agree exactly.
+                let same_bucket = |a: usize, b: usize| match (&spec[a].1.path, &spec[b].1.path) {
+                    (PathMatch::Prefix(x), PathMatch::Prefix(y)) => prefix_key(x) == prefix_key(y),
+                    _ => false,
+                };
+                match (expected, got) {
+                    (Some(e), Some(g)) if e != g => {
+                        assert!(
+                            same_bucket(e, g),
+                            "path {path} {method}: expected {e}, got {g}"
+                        )
+                    }
+                    (e, g) => assert_eq!(e.is_some(), g.is_some(), "path {path} {method}"),
+                }
+            }
+        }
     }
 }

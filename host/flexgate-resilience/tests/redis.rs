@@ -12,7 +12,10 @@ use flexgate_resilience::{
 use prometheus::Registry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::RedisServer;
+use support::{RedisServer, RunqueueWait};
+
+/// Every test here measures rates or latencies: run them one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn backend(
     url: &str,
@@ -67,6 +70,7 @@ fn metric(registry: &Registry, name: &str) -> f64 {
 /// Three limiters on three separate connections share one bucket exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_limit_is_exact_across_limiters() {
+    let _serial = SERIAL.lock().await;
     let Some(redis) = RedisServer::start_or_skip("shared_limit_is_exact_across_limiters") else {
         return;
     };
@@ -107,40 +111,55 @@ async fn shared_limit_is_exact_across_limiters() {
         "admitted {total}, expected 100"
     );
 
-    // Part 2: a refilling rate over ~2 s of hammering: 50/s, burst 4.
-    let limiters: Vec<_> = backends
-        .iter()
-        .map(|b| Arc::new(limiter((50, Duration::from_secs(1)), 4, b)))
-        .collect();
-    let start = Instant::now();
-    let run_for = Duration::from_secs(2);
-    let mut tasks = Vec::new();
-    for l in &limiters {
-        let l = l.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut allowed = 0u64;
-            let mut degraded = 0u64;
-            while start.elapsed() < run_for {
-                let d = l.check("route-b", "client-1").await;
-                allowed += u64::from(d.allowed && !d.degraded);
-                degraded += u64::from(d.degraded);
-            }
-            (allowed, degraded)
-        }));
+    // Part 2: a refilling rate over ~2 s of hammering: 50/s, burst 4. GCRA saves no credit beyond
+    // the burst (80 ms), so a run during which this process was starved of CPU for longer admits
+    // genuinely less: such a run is repeated on a fresh key (at most twice), never excused.
+    for attempt in 1..=3 {
+        let limiters: Vec<_> = backends
+            .iter()
+            .map(|b| Arc::new(limiter((50, Duration::from_secs(1)), 4, b)))
+            .collect();
+        let route = format!("route-b{attempt}");
+        let waited = RunqueueWait::of_self();
+        let start = Instant::now();
+        let run_for = Duration::from_secs(2);
+        let mut tasks = Vec::new();
+        for l in &limiters {
+            let (l, route) = (l.clone(), route.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut allowed = 0u64;
+                let mut degraded = 0u64;
+                while start.elapsed() < run_for {
+                    let d = l.check(&route, "client-1").await;
+                    allowed += u64::from(d.allowed && !d.degraded);
+                    degraded += u64::from(d.degraded);
+                }
+                (allowed, degraded)
+            }));
+        }
+        let (mut total, mut degraded) = (0, 0);
+        for t in tasks {
+            let (a, d) = t.await.unwrap_or_else(|e| panic!("{e}"));
+            total += a;
+            degraded += d;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let starved = waited.since();
+        let expected = 5.0 + 50.0 * elapsed;
+        assert_eq!(degraded, 0);
+        let within = (total as f64 - expected).abs() <= expected * 0.05 + 2.0;
+        if !within && starved > Duration::from_millis(80) && attempt < 3 {
+            eprintln!(
+                "attempt {attempt}: admitted {total}, expected ~{expected:.0}, while starved {starved:?}: again"
+            );
+            continue;
+        }
+        assert!(
+            within,
+            "admitted {total}, expected ~{expected:.0} (run-queue wait {starved:?})"
+        );
+        break;
     }
-    let (mut total, mut degraded) = (0, 0);
-    for t in tasks {
-        let (a, d) = t.await.unwrap_or_else(|e| panic!("{e}"));
-        total += a;
-        degraded += d;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let expected = 5.0 + 50.0 * elapsed;
-    assert_eq!(degraded, 0);
-    assert!(
-        (total as f64 - expected).abs() <= expected * 0.05 + 2.0,
-        "admitted {total}, expected ~{expected:.0}"
-    );
     // Keys expire when their TAT is reached: 100 admissions x 3.6 s = 360 s ahead.
     let ttl = redis.command("PTTL flexgate:rl:route-a:client-1");
     let ttl: i64 = ttl.trim_start_matches(':').parse().unwrap_or(-1);
@@ -151,6 +170,7 @@ async fn shared_limit_is_exact_across_limiters() {
 /// degraded, with store errors counted; restart it: back on Redis within 5 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_degrades_then_recovers() {
+    let _serial = SERIAL.lock().await;
     let Some(mut redis) = RedisServer::start_or_skip("outage_degrades_then_recovers") else {
         return;
     };
@@ -187,17 +207,28 @@ async fn outage_degrades_then_recovers() {
         slowest < Duration::from_millis(250),
         "slowest decision {slowest:?}"
     );
-    let total: Duration = (0..100)
-        .map(|_| {
-            let t = Instant::now();
-            futures_ready(rl.check("r", "k"));
-            t.elapsed()
-        })
-        .sum();
-    assert!(
-        total < Duration::from_millis(100),
-        "100 fallbacks took {total:?}"
-    );
+    // Measured again (at most twice) when this process was starved for the excess.
+    for attempt in 1..=3 {
+        let waited = RunqueueWait::of_self();
+        let total: Duration = (0..100)
+            .map(|_| {
+                let t = Instant::now();
+                futures_ready(rl.check("r", "k"));
+                t.elapsed()
+            })
+            .sum();
+        let starved = waited.since();
+        let limit = Duration::from_millis(100);
+        if total >= limit && starved >= total - limit && attempt < 3 {
+            eprintln!("100 fallbacks took {total:?} while starved {starved:?}: again");
+            continue;
+        }
+        assert!(
+            total < limit,
+            "100 fallbacks took {total:?} (run-queue wait {starved:?})"
+        );
+        break;
+    }
     assert!(metric(&registry, "flexgate_ratelimit_store_errors_total") >= 1.0);
     assert_eq!(metric(&registry, "flexgate_ratelimit_degraded"), 1.0);
 
@@ -223,6 +254,7 @@ async fn outage_degrades_then_recovers() {
 /// then the breaker opens and decisions skip Redis entirely until it answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_budget_is_respected() {
+    let _serial = SERIAL.lock().await;
     let Some(redis) = RedisServer::start_or_skip("latency_budget_is_respected") else {
         return;
     };
@@ -234,26 +266,50 @@ async fn latency_budget_is_respected() {
     wait_connected(&b).await;
     assert!(!rl.check("r", "k").await.degraded);
 
-    assert_eq!(redis.command("CLIENT PAUSE 1500 ALL"), "+OK");
-    let mut timings = Vec::new();
-    for _ in 0..10 {
-        let t = Instant::now();
-        let d = rl.check("r", "k").await;
-        timings.push(t.elapsed());
-        assert!(d.degraded);
+    // A decision that overruns the bound while this process was starved of CPU for at least the
+    // overrun measured the machine: once the pause ends and the breaker closes again, the whole
+    // measurement repeated (at most twice). The bound is never relaxed. (`CLIENT UNPAUSE` would
+    // itself wait for the pause to end: the retry waits for the recovery instead.)
+    let bound = budget + Duration::from_millis(100);
+    for attempt in 1..=3 {
+        let errors_before = metric(&registry, "flexgate_ratelimit_store_errors_total");
+        assert_eq!(redis.command("CLIENT PAUSE 1500 ALL"), "+OK");
+        let waited = RunqueueWait::of_self();
+        let mut timings = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            let d = rl.check("r", "k").await;
+            timings.push(t.elapsed());
+            assert!(d.degraded);
+        }
+        let starved = waited.since();
+        let slowest = timings.iter().max().copied().unwrap_or_default();
+        if slowest >= bound && starved >= slowest - bound && attempt < 3 {
+            eprintln!("attempt {attempt}: {timings:?} while starved {starved:?}: again");
+            let resumed = Instant::now();
+            while rl.check("r", "k").await.degraded {
+                assert!(
+                    resumed.elapsed() < Duration::from_secs(6),
+                    "did not recover"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            continue;
+        }
+        // No decision waits much past the budget (the slack absorbs scheduling on a
+        // busy CI machine; Redis itself stays paused for 1.5 s).
+        for t in &timings {
+            assert!(*t < bound, "{timings:?} (run-queue wait {starved:?})");
+        }
+        // Exactly three decisions reached Redis (and timed out); then the breaker
+        // opened and the other seven never touched it.
+        assert_eq!(
+            metric(&registry, "flexgate_ratelimit_store_errors_total") - errors_before,
+            3.0
+        );
+        assert_eq!(b.breaker_state(), BreakerState::Open);
+        break;
     }
-    // No decision waits much past the budget (the slack absorbs scheduling on a
-    // busy CI machine; Redis itself stays paused for 1.5 s).
-    for t in &timings {
-        assert!(*t < budget + Duration::from_millis(100), "{timings:?}");
-    }
-    // Exactly three decisions reached Redis (and timed out); then the breaker
-    // opened and the other seven never touched it.
-    assert_eq!(
-        metric(&registry, "flexgate_ratelimit_store_errors_total"),
-        3.0
-    );
-    assert_eq!(b.breaker_state(), BreakerState::Open);
 
     let paused = Instant::now();
     loop {

@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod jwt;
 pub mod pattern;
 pub mod redis;
+pub mod sched;
 pub mod scripted;
 pub mod tls;
 pub mod upstream;
@@ -23,6 +24,7 @@ pub use client::{
 pub use gateway::{Gateway, GatewayBuilder, Signal, Stream, metric_value};
 pub use pattern::PatternCheck;
 pub use redis::RedisServer;
+pub use sched::{RunqueueWait, Starved};
 pub use scripted::ScriptedUpstream;
 pub use tls::TestCerts;
 pub use upstream::{

@@ -235,7 +235,10 @@ async fn sixty_percent_failures_trip_on_the_ratio() {
     assert_eq!(up.requests(), 20);
 }
 
-/// Every target open: 503 JSON with Retry-After, answered in well under a millisecond.
+/// Every target open: 503 JSON with Retry-After, answered in well under a millisecond. The latency
+/// asserted is the gateway's own (access log `duration_ms`: request head parsed to response sent):
+/// the client's round trip on a shared 2-core machine measures the test client's scheduling too,
+/// and is only printed.
 #[tokio::test]
 async fn all_open_answers_503_at_once() {
     let _serial = SERIAL.lock().await;
@@ -257,6 +260,8 @@ async fn all_open_answers_503_at_once() {
     for _ in 0..20 {
         assert_eq!(get(&c, &gw).await.status, 503);
     }
+    let is_503 = |v: &serde_json::Value| v["target"] == "flexgate::access" && v["status"] == 503;
+    let before = gw.json_logs().iter().filter(|v| is_503(v)).count();
     let mut took = Vec::new();
     for _ in 0..200 {
         let t = Instant::now();
@@ -267,8 +272,23 @@ async fn all_open_answers_503_at_once() {
     }
     took.sort();
     let (median, p90) = (took[took.len() / 2], took[took.len() * 9 / 10]);
-    eprintln!("all-open 503 round trip (client-measured): median {median:?}, p90 {p90:?}");
-    assert!(median < Duration::from_millis(1), "median {median:?}");
+    let lines = gw
+        .wait_for_logs(before + 200, Duration::from_secs(5), is_503)
+        .await;
+    let mut gw_ms: Vec<f64> = lines
+        .get(before..)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v["duration_ms"].as_f64())
+        .collect();
+    assert_eq!(gw_ms.len(), 200, "access lines of the timed requests");
+    gw_ms.sort_by(f64::total_cmp);
+    let (gw_median, gw_p90) = (gw_ms[100], gw_ms[180]);
+    eprintln!(
+        "all-open 503: gateway median {gw_median:.3} ms, p90 {gw_p90:.3} ms; \
+         client round trip median {median:?}, p90 {p90:?}"
+    );
+    assert!(gw_median < 1.0, "gateway median {gw_median:.3} ms");
 }
 
 /// Breaker state survives a SIGHUP reload when the upstream and target are unchanged (the policy may

@@ -17,6 +17,11 @@ use flexgate_testkit::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flexgate");
 
+/// The deadline and memory tests measure time and RSS: they take this lock exclusively, so no other
+/// gateway of this file (compiling jwt-auth takes a debug gateway ~20 s of CPU) competes with them
+/// for the two cores; every other test takes it shared.
+static EXCLUSIVE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 const ALL_WASM: &[&str] = &[
     "headers",
     "rewrite",
@@ -324,6 +329,7 @@ fn log_field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
 
 #[tokio::test]
 async fn headers_plugin_edits_both_directions_with_substitutions() {
+    let _guard = EXCLUSIVE.read().await;
     require_plugins!();
     let echo = EchoUpstream::builder()
         .header("x-powered-by", "echo")
@@ -392,6 +398,7 @@ async fn headers_plugin_edits_both_directions_with_substitutions() {
 
 #[tokio::test]
 async fn rewrite_plugin_rewrites_paths_and_queries_and_redirects() {
+    let _guard = EXCLUSIVE.read().await;
     require_plugins!();
     let echo = EchoUpstream::start().await;
     let cfg = json!({
@@ -451,6 +458,7 @@ async fn rewrite_plugin_rewrites_paths_and_queries_and_redirects() {
 
 #[tokio::test]
 async fn cors_plugin_answers_preflights_and_decorates_responses() {
+    let _guard = EXCLUSIVE.read().await;
     require_plugins!();
     let echo = EchoUpstream::start().await;
     let strict = json!({
@@ -571,6 +579,7 @@ fn jwt_key(file: &str) -> String {
 
 #[tokio::test]
 async fn jwt_auth_plugin_verifies_tokens_and_forwards_claims() {
+    let _guard = EXCLUSIVE.read().await;
     require_plugins!();
     const SECRET: &str = "0123456789abcdef-secret";
     let echo = EchoUpstream::start().await;
@@ -791,6 +800,7 @@ async fn jwt_auth_plugin_verifies_tokens_and_forwards_claims() {
 
 #[tokio::test]
 async fn json_redact_plugin_edits_buffered_bodies_and_fixes_content_length() {
+    let _guard = EXCLUSIVE.read().await;
     require_plugins!();
     let echo = EchoUpstream::start().await;
     let cfg = json!({
@@ -937,6 +947,7 @@ async fn json_redact_plugin_edits_buffered_bodies_and_fixes_content_length() {
 
 #[tokio::test]
 async fn chain_runs_in_order_on_requests_and_in_reverse_on_responses() {
+    let _guard = EXCLUSIVE.read().await;
     require_plugins!();
     let echo = EchoUpstream::start().await;
     let edits = |who: &str| {
@@ -1033,6 +1044,7 @@ async fn chain_runs_in_order_on_requests_and_in_reverse_on_responses() {
 
 #[tokio::test]
 async fn pooled_reuses_instances_and_per_request_leaks_no_state() {
+    let _guard = EXCLUSIVE.read().await;
     require_plugins!();
     let echo = EchoUpstream::start().await;
     let rid = json!({"request": {"set": {"x-rid": "${request_id}"}}});
@@ -1141,6 +1153,7 @@ async fn pooled_reuses_instances_and_per_request_leaks_no_state() {
 /// unchanged (method, path, query, headers, body) and the rest of the chain still runs.
 #[tokio::test]
 async fn on_error_fail_closed_and_fail_open_for_every_failing_fixture() {
+    let _guard = EXCLUSIVE.read().await;
     require_plugins!();
     let echo = EchoUpstream::start().await;
     // (route suffix, plugin, fixture file, its config, failure kind in the error and metrics)
@@ -1270,6 +1283,7 @@ async fn on_error_fail_closed_and_fail_open_for_every_failing_fixture() {
 /// rate-limited in the log; requests are not affected under either policy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stderr_flood_is_truncated_and_rate_limited_without_breaking_requests() {
+    let _guard = EXCLUSIVE.read().await;
     require_plugins!();
     let echo = EchoUpstream::start().await;
     // ~70 bytes a line: 300 lines overflow the 2 KiB capture of every call.
@@ -1343,78 +1357,127 @@ async fn stderr_flood_is_truncated_and_rate_limited_without_breaking_requests() 
     }
 }
 
-/// `init` refusing its config is a load-time error, whatever `on_error` says: the snapshot build
-/// fails, so a gateway with such a binding refuses to start (non-zero exit, the plugin's message in
-/// the log), and a reload to such a config is refused while the previous config keeps serving.
-/// (`on_error` only governs failures while a request runs; a per_request plugin whose `init`
-/// failed on a request would be handled by it, but this fixture refuses deterministically, so it
-/// is always caught at load.) Note: this means one binding's bad config blocks the whole gateway
-/// (every route), not only the requests that plugin would touch.
+/// `init` refusing its config only affects the requests through that binding: the gateway starts
+/// and is ready (one error in the log names route, plugin, version and the plugin's message), the
+/// `fail_closed` route answers 500 JSON with the request id without reaching the upstream, the
+/// `fail_open` route skips the plugin (the rest of its chain runs), other routes are unaffected,
+/// and reloads to and from such a config are accepted.
 #[tokio::test]
-async fn init_rejection_refuses_start_and_reload_but_an_accepted_config_serves() {
+async fn init_rejection_fails_only_that_bindings_requests_and_reloads_are_accepted() {
+    let _guard = EXCLUSIVE.read().await;
     require_plugins!();
     let echo = EchoUpstream::start().await;
-    let cfg = |accept: bool, policy: &str| {
+    let cfg = |accept: bool| {
+        let reject = json!({"accept": accept});
         config(
             echo.addr(),
-            &[def("reject", "fixture-init-reject", "")],
+            &[
+                def("reject", "fixture-init-reject", RELAXED),
+                def("hdr", "headers", RELAXED),
+            ],
             &[
                 plain_route("other", "/other"),
                 route(
-                    "guarded",
-                    "/guarded",
+                    "closed",
+                    "/closed",
                     "",
-                    &[bind("reject", json!({"accept": accept}), policy)],
+                    &[bind("reject", reject.clone(), FAIL_CLOSED)],
+                ),
+                route(
+                    "open",
+                    "/open",
+                    "",
+                    &[
+                        bind("reject", reject, FAIL_OPEN),
+                        bind("hdr", json!({"request": {"set": {"x-after": "yes"}}}), ""),
+                    ],
                 ),
             ],
         )
     };
-    for policy in [FAIL_CLOSED, FAIL_OPEN] {
-        let gw = Gateway::builder(BIN)
-            .config(cfg(false, policy))
-            .no_wait()
-            .start()
-            .await;
-        let status = gw.wait_exit(Duration::from_secs(60)).await;
-        let logs = gw.logs_text();
-        assert!(
-            status.is_some_and(|s| !s.success()),
-            "{policy:?}: expected a refused start, got {status:?}\n{logs}"
-        );
-        assert!(
-            logs.contains("init rejected its config")
-                && logs.contains("fixture-init-reject: config rejected"),
-            "{policy:?}: the refusal should carry the plugin's message:\n{logs}"
-        );
-    }
-    // Accepted: serves (both policies behave alike when nothing fails).
-    let gw = start(&cfg(true, FAIL_CLOSED)).await;
-    assert_eq!(get(&gw, "/guarded/x", &[]).await.status, 200);
-    // A reload to a rejected config is refused; the old snapshot keeps serving every route.
-    let failures = r#"flexgate_config_reloads_total{result="failure"}"#;
-    let before = gw.metric(failures).await.unwrap_or(0.0);
-    gw.rewrite_config(&cfg(false, FAIL_OPEN));
-    gw.signal(Signal::SIGHUP);
-    let after = gw
-        .wait_metric(failures, Duration::from_secs(10), |v| v > before)
-        .await;
-    assert!(after > Some(before), "reload not refused: {after:?}");
+    let gw = start(&cfg(false)).await;
+    let logs = gw.logs_text();
+    let version = file_version("fixture-init-reject");
     assert!(
-        gw.try_wait().is_none(),
-        "the gateway exited on a refused reload"
+        [
+            "init rejected its config",
+            "fixture-init-reject: config rejected",
+            "closed",
+            &version
+        ]
+        .iter()
+        .all(|s| logs.contains(s)),
+        "the build-time error should name route, plugin, version and the plugin's message:\n{logs}"
     );
-    assert_eq!(get(&gw, "/guarded/x", &[]).await.status, 200);
-    assert_eq!(get(&gw, "/other/x", &[]).await.status, 200);
+    let check = |accepted: bool| {
+        let (gw, echo) = (&gw, &echo);
+        async move {
+            let seen = echo.requests();
+            let r = get(gw, "/closed/x", &[]).await;
+            if accepted {
+                assert_eq!(r.status, 200, "{}", r.text());
+            } else {
+                let v = r.assert_json_error(500);
+                assert_eq!(v["request_id"].as_str(), r.header("x-request-id"));
+                let msg = v["error"].as_str().unwrap_or_default();
+                assert!(msg.contains("reject") && msg.contains("init"), "{msg:?}");
+                assert_eq!(echo.requests(), seen, "fail_closed reached the upstream");
+            }
+            let r = get(gw, "/open/x", &[]).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.echo().header("x-after"), Some("yes"), "the chain went on");
+            assert_eq!(get(gw, "/other/x", &[]).await.status, 200);
+        }
+    };
+    check(false).await;
+    let traps = metric_of(
+        &gw,
+        "flexgate_plugin_traps_total",
+        &[("plugin", "reject"), ("reason", "init")],
+    )
+    .await;
+    assert_eq!(
+        traps, 2.0,
+        "one init failure per request through the binding"
+    );
+    let errors = metric_of(
+        &gw,
+        "flexgate_plugin_invocations_total",
+        &[("plugin", "reject"), ("outcome", "error")],
+    )
+    .await;
+    assert_eq!(errors, 2.0);
     let ready = HttpClient::http1()
         .get(&gw.admin_url("/health/ready"))
         .await
         .expect("ready");
-    assert_eq!(ready.status, 200);
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    // Reloads to an accepted config and back to a rejected one both succeed.
+    let successes = r#"flexgate_config_reloads_total{result="success"}"#;
+    for accept in [true, false] {
+        let before = gw.metric(successes).await.unwrap_or(0.0);
+        gw.rewrite_config(&cfg(accept));
+        gw.signal(Signal::SIGHUP);
+        let after = gw
+            .wait_metric(successes, Duration::from_secs(10), |v| v > before)
+            .await;
+        assert!(
+            after > Some(before),
+            "reload (accept: {accept}) refused: {after:?}"
+        );
+        check(accept).await;
+    }
+    assert!(gw.try_wait().is_none(), "the gateway exited");
 }
 
-/// An endless loop under `timeout: 10ms` answers within the deadline plus 20 ms.
+/// An endless loop under `timeout: 10ms` answers within the deadline plus 20 ms: the median of the
+/// gateway's own measurement (access log `duration_ms`, request head to response sent) over 21
+/// requests per route; the client's round trips are printed beside it. A set whose median misses
+/// while the gateway sat on the run queue for at least the excess of the 11 slowest requests is
+/// measured again (at most twice); the bound is never relaxed.
 #[tokio::test]
 async fn endless_loop_answers_within_the_deadline_plus_20ms() {
+    let _guard = EXCLUSIVE.write().await;
     require_plugins!();
     let echo = EchoUpstream::start().await;
     let spin = json!({"always": true});
@@ -1433,41 +1496,85 @@ async fn endless_loop_answers_within_the_deadline_plus_20ms() {
     ))
     .await;
     let c = HttpClient::http1();
-    let mut results = Vec::new();
+    let limit_ms = 10.0 + 20.0;
+    let mut looping_calls = 0.0;
     for (path, status) in [("/base", 200), ("/fc", 500), ("/fo", 200)] {
         let url = gw.url(path);
         for _ in 0..3 {
             call(&c, "GET", &url, &[], "").await; // warm the connection and the pool
         }
-        let mut times = Vec::new();
-        for _ in 0..21 {
-            let t = Instant::now();
-            let r = call(&c, "GET", &url, &[], "").await;
-            times.push(t.elapsed());
-            assert_eq!(r.status, status, "{path}: {}", r.text());
+        looping_calls += 3.0;
+        for attempt in 1..=3 {
+            let waited = RunqueueWait::of(gw.pid());
+            let mut ids = std::collections::HashSet::new();
+            let mut times = Vec::new();
+            for i in 0..21 {
+                let id = format!("loop{path}-{attempt}-{i}").replace('/', "-");
+                let t = Instant::now();
+                let r = call(&c, "GET", &url, &[("x-request-id", &id)], "").await;
+                times.push(t.elapsed());
+                assert_eq!(r.status, status, "{path}: {}", r.text());
+                ids.insert(id);
+            }
+            looping_calls += 21.0;
+            let starved = waited.since();
+            let lines = gw
+                .wait_for_logs(21, Duration::from_secs(5), |v| {
+                    v["target"] == "flexgate::access"
+                        && v["request_id"].as_str().is_some_and(|id| ids.contains(id))
+                })
+                .await;
+            let mut gw_ms: Vec<f64> = lines
+                .iter()
+                .filter_map(|v| v["duration_ms"].as_f64())
+                .collect();
+            assert_eq!(
+                gw_ms.len(),
+                21,
+                "{path}: access lines of the timed requests"
+            );
+            gw_ms.sort_by(f64::total_cmp);
+            let (med, max) = (gw_ms[10], gw_ms[20]);
+            let client_med = median(times.clone());
+            let client_max = *times.iter().max().expect("times");
+            eprintln!(
+                "{path}: gateway median {med:.2} ms, max {max:.2} ms; client median {client_med:?}, \
+                 max {client_max:?}; gateway run-queue wait {starved:?}"
+            );
+            if path == "/base" {
+                break;
+            }
+            let excess_ms: f64 = gw_ms[10..].iter().map(|ms| ms - limit_ms).sum();
+            if med >= limit_ms && starved.total.as_secs_f64() * 1000.0 >= excess_ms && attempt < 3 {
+                eprintln!("{path}: attempt {attempt} disturbed by starvation: measuring again");
+                continue;
+            }
+            assert!(
+                med < limit_ms,
+                "{path}: gateway median {med:.2} ms ≥ {limit_ms} ms (run-queue wait {starved:?})"
+            );
+            break;
         }
-        let max = *times.iter().max().expect("times");
-        let med = median(times);
-        eprintln!("{path}: median {med:?}, max {max:?}");
-        results.push((path, med, max));
     }
-    let limit = Duration::from_millis(10 + 20);
-    for (path, med, _) in &results[1..] {
-        assert!(*med < limit, "{path}: median {med:?} ≥ {limit:?}");
-    }
+    // Only /fc and /fo loop: the /base calls are not counted (3 + 21 of them, subtracted here).
+    looping_calls -= 24.0;
     let timeouts = metric_of(
         &gw,
         "flexgate_plugin_traps_total",
         &[("plugin", "loop"), ("reason", "timeout")],
     )
     .await;
-    assert_eq!(timeouts, 48.0, "every looping call ends in a timeout");
+    assert_eq!(
+        timeouts, looping_calls,
+        "every looping call ends in a timeout"
+    );
 }
 
 /// 10 000 trapping requests (fail_closed, concurrency 16) leave the gateway ready with RSS within
 /// 10 MiB of where it was after a 500-request warm-up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_traps_leave_the_gateway_ready_without_growth() {
+    let _guard = EXCLUSIVE.write().await;
     require_plugins!();
     let echo = EchoUpstream::start().await;
     let gw = start(&config(
@@ -1565,6 +1672,7 @@ async fn ten_thousand_traps_leave_the_gateway_ready_without_growth() {
 
 #[tokio::test]
 async fn plugin_metrics_are_exported_with_sensible_values() {
+    let _guard = EXCLUSIVE.read().await;
     require_plugins!();
     let echo = EchoUpstream::start().await;
     let gw = start(&config(
@@ -1768,6 +1876,7 @@ fn which(tool: &str) -> Option<PathBuf> {
 /// and its isolation, while 4 clients keep sending: no request fails and each new config applies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_switches_plugin_config_without_dropping_requests() {
+    let _guard = EXCLUSIVE.read().await;
     require_plugins!();
     let echo = EchoUpstream::start().await;
     let cfg = |v: &str, isolation: &str| {

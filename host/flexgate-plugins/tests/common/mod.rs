@@ -121,3 +121,52 @@ pub fn metric_value(registry: &prometheus::Registry, name: &str, labels: &[(&str
 pub fn single(b: Binding) -> Chain {
     Chain::new(vec![Arc::new(b)])
 }
+
+/// Run-queue wait of this process's threads since a snapshot (`/proc/self/task/*/schedstat`, second
+/// field): time they were runnable but had no CPU. A timing sample that misses its bound by less
+/// than this was disturbed by the machine, not by the code (same as `flexgate_testkit::sched`).
+/// Zero where schedstat is unavailable, so nothing is excused there.
+pub struct RunqueueWait(std::collections::HashMap<u32, u64>);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Starved {
+    pub worst_thread: Duration,
+    pub total: Duration,
+}
+
+impl RunqueueWait {
+    pub fn of_self() -> Self {
+        Self(read_runqueue_wait())
+    }
+
+    pub fn since(&self) -> Starved {
+        let (mut worst, mut total) = (0u64, 0u64);
+        for (tid, ns) in read_runqueue_wait() {
+            let d = ns.saturating_sub(self.0.get(&tid).copied().unwrap_or(0));
+            worst = worst.max(d);
+            total += d;
+        }
+        Starved {
+            worst_thread: Duration::from_nanos(worst),
+            total: Duration::from_nanos(total),
+        }
+    }
+}
+
+fn read_runqueue_wait() -> std::collections::HashMap<u32, u64> {
+    let mut out = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(entry.path().join("schedstat")).unwrap_or_default();
+        if let Some(ns) = text.split_whitespace().nth(1).and_then(|v| v.parse().ok()) {
+            out.insert(tid, ns);
+        }
+    }
+    out
+}

@@ -118,3 +118,42 @@ fn ping(port: u16) -> bool {
     let mut buf = [0u8; 16];
     matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
 }
+
+/// Run-queue wait of this process's threads since a snapshot (`/proc/self/task/*/schedstat`,
+/// second field): time they were runnable but had no CPU. A timing sample that misses its bound
+/// by less than this was disturbed by the machine, not by the code (as `flexgate_testkit::sched`).
+/// Zero where schedstat is unavailable, so nothing is excused there.
+pub struct RunqueueWait(std::collections::HashMap<u32, u64>);
+
+impl RunqueueWait {
+    pub fn of_self() -> Self {
+        Self(read_runqueue_wait())
+    }
+
+    /// Summed over the threads (those started since count from zero).
+    pub fn since(&self) -> Duration {
+        let total: u64 = read_runqueue_wait()
+            .into_iter()
+            .map(|(tid, ns)| ns.saturating_sub(self.0.get(&tid).copied().unwrap_or(0)))
+            .sum();
+        Duration::from_nanos(total)
+    }
+}
+
+fn read_runqueue_wait() -> std::collections::HashMap<u32, u64> {
+    let mut out = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(entry.path().join("schedstat")).unwrap_or_default();
+        if let Some(ns) = text.split_whitespace().nth(1).and_then(|v| v.parse().ok()) {
+            out.insert(tid, ns);
+        }
+    }
+    out
+}
