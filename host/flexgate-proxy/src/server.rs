@@ -174,9 +174,12 @@ impl ConnTask {
             tls,
         };
         let gw = self.gw;
+        // The request future is large (routing, plugins, forwarding, retries); boxed, an idle
+        // keep-alive connection does not carry its space (measured by infra/bench/memory.py).
         let service = service_fn(move |req| {
             let gw = gw.clone();
-            async move { Ok::<_, Infallible>(handle(gw, info, req).await) }
+            let fut = Box::pin(handle(gw, info, req));
+            async move { Ok::<_, Infallible>(fut.await) }
         });
         let conn = self
             .builder
