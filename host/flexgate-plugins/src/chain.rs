@@ -10,7 +10,7 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use wasmtime::component::Resource;
+use wasmtime::component::{Resource, ResourceTable};
 
 /// Failure policy of a binding (mirrors the config's `on_error`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -79,12 +79,46 @@ fn slot<T>(v: &mut Vec<Option<T>>, index: usize) -> &mut Option<T> {
     &mut v[index]
 }
 
+/// `ip:port` (`[v6]:port`), without the formatting machinery for the common IPv4 case.
+fn addr_string(addr: SocketAddr) -> String {
+    fn push_num(out: &mut String, mut n: u32) {
+        let mut buf = [0u8; 10];
+        let mut i = buf.len();
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &b in &buf[i..] {
+            out.push(char::from(b));
+        }
+    }
+    match addr {
+        SocketAddr::V4(v4) => {
+            let mut out = String::with_capacity(21);
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_num(&mut out, u32::from(octet));
+            }
+            out.push(':');
+            push_num(&mut out, u32::from(v4.port()));
+            out
+        }
+        SocketAddr::V6(_) => addr.to_string(),
+    }
+}
+
 impl CallCtx {
     /// Context for one request.
     pub fn new(client_addr: SocketAddr, route: &str, request_id: &str) -> Self {
         CallCtx {
             info: CallInfo {
-                client_addr: client_addr.to_string(),
+                client_addr: addr_string(client_addr),
                 route: route.to_string(),
                 request_id: request_id.to_string(),
                 stash: None,
@@ -257,20 +291,20 @@ impl Binding {
     /// (`per_request`) or return it to the pool (`pooled`, unless it is due for recycling).
     fn release(&self, index: usize, ctx: &CallCtx, hook: Hook, mut inst: Instance) {
         match self.plugin.isolation {
-            Isolation::PerRequest => {
-                if hook == Hook::Request {
-                    ctx.park(index, inst);
-                }
-            }
+            Isolation::PerRequest => match hook {
+                Hook::Request => ctx.park(index, inst),
+                Hook::Response => self.plugin.retire(inst),
+            },
             Isolation::Pooled => {
                 inst.uses += 1;
-                if inst.uses >= self.plugin.recycle_after {
-                    return;
+                if inst.uses < self.plugin.recycle_after {
+                    let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                    if pool.len() < self.plugin.max_idle {
+                        pool.push(inst);
+                        return;
+                    }
                 }
-                let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-                if pool.len() < self.plugin.max_idle {
-                    pool.push(inst);
-                }
+                self.plugin.retire(inst);
             }
         }
     }
@@ -295,19 +329,15 @@ impl Binding {
     ) -> Result<(Action, Option<String>), Failure> {
         let mut inst = self.acquire(index, ctx, Hook::Request).await?;
         let start = self.prepare(&mut inst, ctx);
-        let state = ReqState {
-            parts: std::mem::replace(parts, empty_request_parts()),
-            body: body.as_ref().map(|b| (*b).clone()),
-            body_changed: false,
-            stash: None,
-            undo: None,
-            keep_undo: self.on_error == OnError::FailOpen,
-        };
-        let res = match inst.store.data_mut().table.push(state) {
-            Ok(r) => r,
-            Err(e) => return Err(Failure::new(FailureKind::Host, e.to_string())),
-        };
-        let borrow = Resource::<ReqState>::new_borrow(res.rep());
+        let res = Resource::<ReqState>::new_own(inst.req);
+        let state = table_get(&mut inst.store.data_mut().table, &res)?;
+        state.parts = std::mem::replace(parts, empty_request_parts());
+        state.body = body.as_ref().map(|b| (*b).clone());
+        state.body_changed = false;
+        state.stash = None;
+        state.undo = None;
+        state.keep_undo = self.on_error == OnError::FailOpen;
+        let borrow = Resource::<ReqState>::new_borrow(inst.req);
         let out = inst
             .bindings
             .flexgate_plugin_handler()
@@ -319,27 +349,24 @@ impl Binding {
             .dur_request
             .observe(start.elapsed().as_secs_f64());
         self.plugin.after_call(&mut inst.store);
-        let mut state = match inst.store.data_mut().table.delete(res) {
-            Ok(s) => s,
-            Err(e) => return Err(Failure::new(FailureKind::Host, e.to_string())),
-        };
+        let state = table_get(&mut inst.store.data_mut().table, &res)?;
         let failed = !matches!(out, Ok(Ok(_)));
         if failed && let Some(undo) = state.undo.take() {
             let (m, u, h) = *undo;
             (state.parts.method, state.parts.uri, state.parts.headers) = (m, u, h);
             state.body_changed = false;
         }
-        *parts = state.parts;
-        if state.body_changed
-            && let (Some(dst), Some(new)) = (body, state.body)
-        {
+        *parts = std::mem::replace(&mut state.parts, empty_request_parts());
+        let new_body = state.body.take().filter(|_| state.body_changed);
+        let stash = state.stash.take();
+        if let (Some(dst), Some(new)) = (body, new_body) {
             headers::fix_length(&mut parts.headers, new.len());
             *dst = new;
         }
         match out {
             Ok(Ok(action)) => {
                 self.release(index, ctx, Hook::Request, inst);
-                Ok((action, state.stash))
+                Ok((action, stash))
             }
             Ok(Err(msg)) => {
                 self.release(index, ctx, Hook::Request, inst);
@@ -362,16 +389,12 @@ impl Binding {
         let start = self.prepare(&mut inst, ctx);
         let original =
             (self.on_error == OnError::FailOpen).then(|| (parts.status, parts.headers.clone()));
-        let state = RespState {
-            parts: std::mem::replace(parts, empty_response_parts()),
-            body: body.as_ref().map(|b| (*b).clone()),
-            body_changed: false,
-        };
-        let res = match inst.store.data_mut().table.push(state) {
-            Ok(r) => r,
-            Err(e) => return Err(Failure::new(FailureKind::Host, e.to_string())),
-        };
-        let borrow = Resource::<RespState>::new_borrow(res.rep());
+        let res = Resource::<RespState>::new_own(inst.resp);
+        let state = table_get(&mut inst.store.data_mut().table, &res)?;
+        state.parts = std::mem::replace(parts, empty_response_parts());
+        state.body = body.as_ref().map(|b| (*b).clone());
+        state.body_changed = false;
+        let borrow = Resource::<RespState>::new_borrow(inst.resp);
         let with_stash;
         let info = match stash {
             None => &ctx.info,
@@ -394,20 +417,16 @@ impl Binding {
             .dur_response
             .observe(start.elapsed().as_secs_f64());
         self.plugin.after_call(&mut inst.store);
-        let mut state = match inst.store.data_mut().table.delete(res) {
-            Ok(s) => s,
-            Err(e) => return Err(Failure::new(FailureKind::Host, e.to_string())),
-        };
+        let state = table_get(&mut inst.store.data_mut().table, &res)?;
         let ok = matches!(out, Ok(Ok(())));
         if !ok && let Some((status, hdrs)) = original {
             state.parts.status = status;
             state.parts.headers = hdrs;
             state.body_changed = false;
         }
-        *parts = state.parts;
-        if state.body_changed
-            && let (Some(dst), Some(new)) = (body, state.body)
-        {
+        *parts = std::mem::replace(&mut state.parts, empty_response_parts());
+        let new_body = state.body.take().filter(|_| state.body_changed);
+        if let (Some(dst), Some(new)) = (body, new_body) {
             headers::fix_length(&mut parts.headers, new.len());
             *dst = new;
         }
@@ -423,6 +442,16 @@ impl Binding {
             Err(e) => Err(self.plugin.fail(&mut inst.store, e, false)),
         }
     }
+}
+
+/// The instance's request/response resource (a host bug if it is missing).
+fn table_get<'a, T: 'static>(
+    table: &'a mut ResourceTable,
+    res: &Resource<T>,
+) -> Result<&'a mut T, Failure> {
+    table
+        .get_mut(res)
+        .map_err(|e| Failure::new(FailureKind::Host, e.to_string()))
 }
 
 fn empty_request_parts() -> http::request::Parts {
@@ -588,5 +617,26 @@ impl Chain {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::addr_string;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn client_addr_is_formatted_like_display() {
+        for a in [
+            "192.0.2.7:40000",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.1.20.255:8",
+            "[2001:db8::1]:443",
+            "[::ffff:192.0.2.1]:80",
+        ] {
+            let addr: SocketAddr = a.parse().expect("addr");
+            assert_eq!(addr_string(addr), addr.to_string());
+        }
     }
 }

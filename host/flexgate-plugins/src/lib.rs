@@ -8,7 +8,8 @@
 //!
 //! Isolation guarantees: deny-by-default WASI (no files, sockets, env or args; stdout/stderr go
 //! to the log, truncated and rate-limited), a memory cap and a per-call deadline per instance;
-//! a trap, timeout or memory exhaustion only affects the requests that plugin touched.
+//! a trap, timeout, memory exhaustion or a config its `init` refuses ([`Binding::failed`]) only
+//! affects the requests that plugin touched.
 
 mod bindings;
 mod cache;

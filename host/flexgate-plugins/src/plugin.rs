@@ -4,8 +4,7 @@ use crate::bindings::{Level, Plugin as Bindings, PluginPre};
 use crate::capture::LogLimiter;
 use crate::error::{FailureKind, PluginError};
 use crate::metrics::{Metrics, PluginMetrics};
-use crate::runtime::Epochs;
-use crate::state::StoreState;
+use crate::state::{ReqState, RespState, StoreState};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -177,7 +176,7 @@ pub struct LoadedPlugin {
     pub(crate) tick: Duration,
     pub(crate) recycle_after: u64,
     pub(crate) max_idle: usize,
-    pub(crate) epochs: Arc<Epochs>,
+    spare: Mutex<Vec<StoreState>>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -211,7 +210,15 @@ pub(crate) struct Instance {
     pub(crate) store: Store<StoreState>,
     pub(crate) bindings: Bindings,
     pub(crate) uses: u64,
+    /// The request and response resources of this instance, pushed once and refilled for every
+    /// call (no table insert/remove per call).
+    pub(crate) req: u32,
+    pub(crate) resp: u32,
 }
+
+/// Store data kept from retired instances, reused by the next instantiation (building a WASI
+/// context allocates and seeds RNGs; per_request plugins create an instance per request).
+const MAX_SPARE_STATES: usize = 32;
 
 impl LoadedPlugin {
     pub(crate) fn new(
@@ -220,7 +227,6 @@ impl LoadedPlugin {
         spec: &PluginSpec,
         tick: Duration,
         max_idle: usize,
-        epochs: Arc<Epochs>,
     ) -> Self {
         let tick_ns = tick.as_nanos().max(1);
         let ticks = spec.timeout.as_nanos().div_ceil(tick_ns) as u64 + 1;
@@ -235,7 +241,7 @@ impl LoadedPlugin {
             tick,
             recycle_after: spec.recycle_after.max(1),
             max_idle,
-            epochs,
+            spare: Mutex::new(Vec::new()),
         }
     }
 
@@ -256,7 +262,6 @@ impl LoadedPlugin {
 
     /// Starts the per-call deadline: `timeout` of wall time from now (returned).
     pub(crate) fn arm(&self, store: &mut Store<StoreState>) -> Instant {
-        self.epochs.touch();
         let now = Instant::now();
         store.data_mut().deadline = Some(now + self.timeout);
         store.set_epoch_deadline(self.deadline_ticks);
@@ -266,10 +271,9 @@ impl LoadedPlugin {
     /// Create an instance and run `init(config)` in it.
     pub(crate) async fn instantiate(&self, config: &str) -> Result<Instance, Failure> {
         let start = Instant::now();
-        let mut store = Store::new(
-            &self.engine,
-            StoreState::new(self.shared.clone(), self.memory_limit),
-        );
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let data = spare.unwrap_or_else(|| StoreState::new(self.shared.clone(), self.memory_limit));
+        let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limiter);
         // The epoch ticker catches up after it oversleeps (a loaded machine), so the epoch can
         // jump by many ticks at once and reach a deadline armed a moment ago: only interrupt once
@@ -301,16 +305,41 @@ impl LoadedPlugin {
             .observe(start.elapsed().as_secs_f64());
         self.after_call(&mut store);
         match res {
-            Ok(Ok(())) => Ok(Instance {
-                store,
-                bindings,
-                uses: 0,
-            }),
+            Ok(Ok(())) => {
+                let table = &mut store.data_mut().table;
+                let (req, resp) = match (
+                    table.push(ReqState::empty()),
+                    table.push(RespState::empty()),
+                ) {
+                    (Ok(req), Ok(resp)) => (req.rep(), resp.rep()),
+                    (Err(e), _) | (_, Err(e)) => {
+                        return Err(Failure::new(FailureKind::Host, e.to_string()));
+                    }
+                };
+                Ok(Instance {
+                    store,
+                    bindings,
+                    uses: 0,
+                    req,
+                    resp,
+                })
+            }
             Ok(Err(msg)) => {
                 self.shared.m.traps[3].inc();
                 Err(Failure::new(FailureKind::Init, msg))
             }
             Err(e) => Err(self.fail(&mut store, e, true)),
+        }
+    }
+
+    /// An instance that will not run again (and did not trap): keep its store data for the next
+    /// instantiation.
+    pub(crate) fn retire(&self, inst: Instance) {
+        let mut data = inst.store.into_data();
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < MAX_SPARE_STATES {
+            data.reset();
+            spare.push(data);
         }
     }
 

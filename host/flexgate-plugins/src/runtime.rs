@@ -8,9 +8,8 @@ use crate::plugin::{LoadedPlugin, PluginSpec, new_shared};
 use crate::state::StoreState;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::thread::{JoinHandle, Thread};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -20,8 +19,11 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 pub struct RuntimeOptions {
     /// Where precompiled components are cached; `None` compiles on every load.
     pub cache_dir: Option<PathBuf>,
-    /// Live instances across all plugins (pooling allocator slots). Each slot reserves virtual
-    /// address space (~4 GiB per linear memory), not RAM.
+    /// Live instances across all plugins (pooling allocator slots): warm pooled instances plus
+    /// one per in-flight request per `per_request` binding (kept from `on_request` to
+    /// `on_response`). When all are in use a call fails at once (`FailureKind::Host`, the
+    /// binding's `on_error` applies). Each slot reserves virtual address space (~4 GiB per linear
+    /// memory), not RAM.
     pub max_instances: u32,
     /// Largest linear memory any instance may have; plugin `memory_limit`s above it are clamped.
     pub max_memory_per_instance: u64,
@@ -35,7 +37,7 @@ impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             cache_dir: None,
-            max_instances: 256,
+            max_instances: 1024,
             max_memory_per_instance: 128 * 1024 * 1024,
             epoch_tick: Duration::from_millis(1),
             max_idle_per_binding: std::thread::available_parallelism().map_or(4, |n| n.get() * 2),
@@ -43,93 +45,17 @@ impl Default for RuntimeOptions {
     }
 }
 
-/// Increments the engine epoch every tick; stopped and joined on drop. Started by the first
-/// [`PluginRuntime::load`] (a gateway without plugins never wakes up for it) and parked while no
-/// call has been armed for a while (see [`Epochs`]).
+/// Increments the engine epoch every tick; stopped and joined on drop.
 struct Ticker {
-    epochs: Arc<Epochs>,
+    stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.epochs.stop.store(true, Ordering::SeqCst);
+        self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
-            h.thread().unpark();
             let _ = h.join();
-        }
-    }
-}
-
-/// Shared between the ticker thread and every call that arms a deadline.
-#[derive(Debug, Default)]
-pub(crate) struct Epochs {
-    /// Set by every armed call; cleared by the ticker on each tick.
-    used: AtomicBool,
-    /// The ticker is parked (or about to): the next armed call unparks it.
-    sleeping: AtomicBool,
-    stop: AtomicBool,
-    /// Longest deadline of any loaded plugin, in ticks: the ticker never parks before every call
-    /// armed earlier has reached its deadline epoch.
-    max_deadline_ticks: AtomicU64,
-    thread: OnceLock<Thread>,
-}
-
-impl Epochs {
-    /// A call is about to run with an epoch deadline: make sure epochs advance.
-    #[inline]
-    pub(crate) fn touch(&self) {
-        self.used.store(true, Ordering::SeqCst);
-        if self.sleeping.load(Ordering::SeqCst) {
-            self.sleeping.store(false, Ordering::SeqCst);
-            if let Some(t) = self.thread.get() {
-                t.unpark();
-            }
-        }
-    }
-
-    pub(crate) fn note_deadline(&self, ticks: u64) {
-        self.max_deadline_ticks.fetch_max(ticks, Ordering::Relaxed);
-    }
-
-    fn run(&self, engine: &Engine, tick: Duration) {
-        // Epochs track wall time: after an oversleep (a loaded machine) catch up, so a deadline of
-        // N ticks is never much longer than N × tick.
-        let tick_ns = tick.as_nanos().max(1);
-        let mut start = Instant::now();
-        let mut epochs: u128 = 0;
-        let mut idle: u64 = 0;
-        while !self.stop.load(Ordering::SeqCst) {
-            std::thread::sleep(tick);
-            let due = start.elapsed().as_nanos() / tick_ns;
-            while epochs < due {
-                engine.increment_epoch();
-                epochs += 1;
-            }
-            if self.used.swap(false, Ordering::SeqCst) {
-                idle = 0;
-                continue;
-            }
-            idle += 1;
-            // Idle for a second and long enough that every call armed before has passed its
-            // deadline epoch (so its interrupt already fired): stop ticking until the next call.
-            let quiet = (2 * self.max_deadline_ticks.load(Ordering::Relaxed) + 8)
-                .max(u64::try_from(1_000_000_000 / tick_ns).unwrap_or(1));
-            if idle < quiet {
-                continue;
-            }
-            self.sleeping.store(true, Ordering::SeqCst);
-            if self.used.load(Ordering::SeqCst) || self.stop.load(Ordering::SeqCst) {
-                self.sleeping.store(false, Ordering::SeqCst);
-                continue;
-            }
-            while self.sleeping.load(Ordering::SeqCst) && !self.stop.load(Ordering::SeqCst) {
-                std::thread::park();
-            }
-            // Resume from here: no burst of catch-up epochs for the time spent parked.
-            start = Instant::now();
-            epochs = 0;
-            idle = 0;
         }
     }
 }
@@ -140,8 +66,7 @@ pub struct PluginRuntime {
     linker: Linker<StoreState>,
     metrics: Arc<Metrics>,
     opts: RuntimeOptions,
-    epochs: Arc<Epochs>,
-    ticker: Mutex<Option<Ticker>>,
+    _ticker: Ticker,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -190,35 +115,39 @@ impl PluginRuntime {
         Bindings::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let metrics = Arc::new(Metrics::register(registry)?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            let tick = opts.epoch_tick.max(Duration::from_micros(100));
+            std::thread::Builder::new()
+                .name("flexgate-plugin-epoch".into())
+                .spawn(move || {
+                    // Epochs track wall time: after an oversleep (a loaded machine) catch up, so a
+                    // deadline of N ticks is never much longer than N × tick.
+                    let start = Instant::now();
+                    let mut epochs: u128 = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        let due = start.elapsed().as_nanos() / tick.as_nanos();
+                        while epochs < due {
+                            engine.increment_epoch();
+                            epochs += 1;
+                        }
+                    }
+                })
+                .map_err(|e| PluginError::io("spawning the epoch ticker", e))?
+        };
         Ok(Arc::new(PluginRuntime {
             engine,
             linker,
             metrics,
             opts,
-            epochs: Arc::default(),
-            ticker: Mutex::new(None),
+            _ticker: Ticker {
+                stop,
+                handle: Some(handle),
+            },
         }))
-    }
-
-    /// Starts the epoch ticker thread if it is not running yet.
-    fn start_ticker(&self) -> Result<(), PluginError> {
-        let mut ticker = self.ticker.lock().unwrap_or_else(|e| e.into_inner());
-        if ticker.is_some() {
-            return Ok(());
-        }
-        let engine = self.engine.clone();
-        let epochs = self.epochs.clone();
-        let tick = self.opts.epoch_tick.max(Duration::from_micros(100));
-        let handle = std::thread::Builder::new()
-            .name("flexgate-plugin-epoch".into())
-            .spawn(move || epochs.run(&engine, tick))
-            .map_err(|e| PluginError::io("spawning the epoch ticker", e))?;
-        let _ = self.epochs.thread.set(handle.thread().clone());
-        *ticker = Some(Ticker {
-            epochs: self.epochs.clone(),
-            handle: Some(handle),
-        });
-        Ok(())
     }
 
     /// Compile (or load from the disk cache) and pre-instantiate a plugin version. Fails if the
@@ -230,22 +159,18 @@ impl PluginRuntime {
             reason: format!("{e:#}"),
         };
         let component = self.compile(&spec.name, &spec.bytes)?;
-        self.start_ticker()?;
         let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
         let pre = PluginPre::new(pre).map_err(invalid)?;
         let mut spec = spec;
         spec.memory_limit = spec.memory_limit.min(self.opts.max_memory_per_instance);
         let shared = new_shared(self.metrics.clone(), &spec.name, &spec.version);
-        let plugin = LoadedPlugin::new(
+        Ok(Arc::new(LoadedPlugin::new(
             shared,
             pre,
             &spec,
             self.opts.epoch_tick,
             self.opts.max_idle_per_binding,
-            self.epochs.clone(),
-        );
-        self.epochs.note_deadline(plugin.deadline_ticks);
-        Ok(Arc::new(plugin))
+        )))
     }
 
     fn compile(&self, name: &str, bytes: &[u8]) -> Result<Component, PluginError> {

@@ -51,6 +51,19 @@ impl StoreState {
     }
 }
 
+impl StoreState {
+    /// Ready for a new instance: a fresh resource table, no captured output, limits reset. The
+    /// WASI context (no files, env or sockets; output to the capture) is kept.
+    pub(crate) fn reset(&mut self) {
+        self.table = ResourceTable::new();
+        self.limiter.peak = 0;
+        self.limiter.hit = false;
+        let _ = self.capture.take();
+        self.request_id.clear();
+        self.deadline = None;
+    }
+}
+
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -116,6 +129,18 @@ pub struct ReqState {
 }
 
 impl ReqState {
+    /// The placeholder an instance keeps between calls.
+    pub(crate) fn empty() -> Self {
+        ReqState {
+            parts: http::Request::new(()).into_parts().0,
+            body: None,
+            body_changed: false,
+            stash: None,
+            undo: None,
+            keep_undo: false,
+        }
+    }
+
     fn before_change(&mut self) {
         if self.keep_undo && self.undo.is_none() {
             let p = &self.parts;
@@ -128,10 +153,13 @@ impl ReqState {
     }
 
     fn set_uri(&mut self, path: Option<&str>, query: Option<Option<&str>>) {
-        let cur_path = self.parts.uri.path().to_string();
-        let cur_query = self.parts.uri.query().map(str::to_string);
-        let path = path.unwrap_or(&cur_path);
-        let query = query.unwrap_or(cur_query.as_deref());
+        let cur = &self.parts.uri;
+        let path = path.unwrap_or(cur.path());
+        let query = query.unwrap_or(cur.query());
+        if path == cur.path() && query == cur.query() {
+            // Unchanged (e.g. a rewrite rule that keeps the path): nothing to rebuild.
+            return;
+        }
         if !path.starts_with('/') {
             tracing::debug!(path, "plugin set a path not starting with '/'; ignored");
             return;
@@ -140,7 +168,7 @@ impl ReqState {
             Some(q) => format!("{path}?{q}"),
             None => path.to_string(),
         };
-        let mut uri_parts = self.parts.uri.clone().into_parts();
+        let mut uri_parts = cur.clone().into_parts();
         match pq.parse::<http::uri::PathAndQuery>() {
             Ok(pq) => uri_parts.path_and_query = Some(pq),
             Err(_) => {
@@ -163,6 +191,17 @@ pub struct RespState {
     pub(crate) parts: http::response::Parts,
     pub(crate) body: Option<Bytes>,
     pub(crate) body_changed: bool,
+}
+
+impl RespState {
+    /// The placeholder an instance keeps between calls.
+    pub(crate) fn empty() -> Self {
+        RespState {
+            parts: http::Response::new(()).into_parts().0,
+            body: None,
+            body_changed: false,
+        }
+    }
 }
 
 type R<T> = wasmtime::Result<T>;
