@@ -26,8 +26,9 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+## --no-fail-fast: one CI run reports every failing test binary, not just the first.
 unit:
-	CI_REQUIRE_TOOLS=1 FLEXGATE_REQUIRE_REDIS=1 $(CARGO) test --workspace --locked
+	CI_REQUIRE_TOOLS=1 FLEXGATE_REQUIRE_REDIS=1 $(CARGO) test --workspace --locked --no-fail-fast
 
 ## schemathesis (PyPI, in target/venv) against the admin API of a running gateway: no 5xx, no
 ## response outside the OpenAPI document. A few minutes at most (see infra/api-fuzz.sh).
@@ -38,5 +39,6 @@ api-fuzz: setup
 bench:
 	bash infra/bench/run.sh
 
+## The harness once for 2 s with the debug gateway `make unit` built (no release build: see run.sh).
 bench-smoke:
 	@if [ -x infra/bench/run.sh ]; then bash infra/bench/run.sh --smoke; else echo "no bench harness yet"; fi

@@ -17,6 +17,21 @@ struct RedisServer {
 }
 
 impl RedisServer {
+    /// A server on a free port. The port is released before `redis-server` binds it, so another
+    /// process can take it in between: then it is started again on another port (at most 5 times).
+    fn start_fresh(dir: &Path) -> std::io::Result<RedisServer> {
+        let mut attempt = 1;
+        loop {
+            match RedisServer::start(dir, free_port()?) {
+                Err(e) if attempt < 5 => {
+                    eprintln!("redis-server did not start ({e}): again on another port");
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
     fn start(dir: &Path, port: u16) -> std::io::Result<RedisServer> {
         let child = Command::new("redis-server")
             .args([
@@ -32,9 +47,15 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let server = RedisServer { child, port };
+        let mut server = RedisServer { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // PONG, not just a connection: the port could be another process's listener.
+        while !ping(port) {
+            if let Some(status) = server.child.try_wait()? {
+                return Err(std::io::Error::other(format!(
+                    "redis-server on port {port} exited with {status}"
+                )));
+            }
             if Instant::now() > deadline {
                 return Err(std::io::Error::other("redis-server did not start"));
             }
@@ -46,6 +67,19 @@ impl RedisServer {
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
+}
+
+fn ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok();
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
 }
 
 impl Drop for RedisServer {
@@ -116,8 +150,8 @@ async fn replicas_share_state_and_survive_redis_loss() -> Result<(), Box<dyn std
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
-    let port = free_port()?;
-    let server = RedisServer::start(dir.path(), port)?;
+    let server = RedisServer::start_fresh(dir.path())?;
+    let port = server.port;
     let prefix = "flexgate:test";
     let a = Arc::new(RedisStore::open(&server.url(), prefix).await?);
     let b = Arc::new(RedisStore::open(&server.url(), prefix).await?);

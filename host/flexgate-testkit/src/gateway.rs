@@ -1,7 +1,7 @@
 //! The black-box harness: runs the real `flexgate` binary on its own loopback ports with a YAML config
 //! in a temp dir, captures its output, and kills it on drop.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -35,6 +35,7 @@ pub struct GatewayBuilder {
     tls: Option<String>,
     env: Vec<(String, String)>,
     wait_ready: bool,
+    ready_timeout: Duration,
 }
 
 impl GatewayBuilder {
@@ -59,8 +60,44 @@ impl GatewayBuilder {
         self.wait_ready = false;
         self
     }
+    /// How long to wait for `/health/ready` (default [`READY_TIMEOUT`]), e.g. for a cold plugin
+    /// compile cache.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
     /// Starts the process and waits until it is ready; the error carries the captured output.
+    ///
+    /// The listener ports come from [`free_port`], which releases them before the gateway binds:
+    /// another process can take one in between (an outgoing connection's ephemeral port, another
+    /// test's listener). A gateway that exits before it is ready because a port was taken is
+    /// started again on fresh ports, at most 5 times. (Not with [`GatewayBuilder::no_wait`].)
     pub async fn try_start(self) -> Result<Gateway, BoxError> {
+        let mut attempt = 1;
+        loop {
+            let gw = self.spawn()?;
+            if !self.wait_ready {
+                return Ok(gw);
+            }
+            match gw.wait_ready(self.ready_timeout).await {
+                Ok(()) => return Ok(gw),
+                Err(_)
+                    if attempt < 5
+                        && gw.try_wait().is_some()
+                        && gw.logs_text().contains("Address already in use") =>
+                {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "flexgate: a listener port was taken before the gateway bound it; starting again on fresh ports"
+                    );
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn spawn(&self) -> Result<Gateway, BoxError> {
         let dir = tempfile::tempdir()?;
         let config_path = dir.path().join("flexgate.yaml");
         let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -100,7 +137,7 @@ impl GatewayBuilder {
                 lines.clone(),
             ),
         ];
-        let gw = Gateway {
+        Ok(Gateway {
             pid: child.id(),
             child: Mutex::new(child),
             dir,
@@ -111,11 +148,7 @@ impl GatewayBuilder {
             metrics,
             lines,
             readers,
-        };
-        if self.wait_ready {
-            gw.wait_ready(READY_TIMEOUT).await?;
-        }
-        Ok(gw)
+        })
     }
     /// [`GatewayBuilder::try_start`], panicking with the captured output on failure.
     pub async fn start(self) -> Gateway {
@@ -170,6 +203,7 @@ impl Gateway {
             tls: None,
             env: Vec::new(),
             wait_ready: true,
+            ready_timeout: READY_TIMEOUT,
         }
     }
 

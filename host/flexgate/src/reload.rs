@@ -19,21 +19,26 @@ use crate::view::{GatewayView, Loaded};
 const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// Starts the reload task. With the embedded config there is no file: SIGHUP only logs.
+///
+/// The SIGHUP handler and the file watcher are armed before this returns (the task only consumes
+/// their notifications), so a caller that reports readiness afterwards misses no reload request.
 pub fn spawn(
     source: Source,
     gateway: Arc<Gateway>,
     metrics: CoreMetrics,
     view: Arc<GatewayView>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let Source::File(path) = source else {
+    let Source::File(path) = source else {
+        return tokio::spawn(async {
             tracing::info!("embedded config: reload disabled");
-            return;
-        };
-        // A capacity-1 channel is enough: pending notifications collapse into one reload.
-        let (tx, mut rx) = mpsc::channel::<&'static str>(1);
-        let _watcher = watch_file(&path, tx.clone());
-        tokio::spawn(forward_sighup(tx));
+        });
+    };
+    // A capacity-1 channel is enough: pending notifications collapse into one reload.
+    let (tx, mut rx) = mpsc::channel::<&'static str>(1);
+    let watcher = watch_file(&path, tx.clone());
+    forward_sighup(tx);
+    tokio::spawn(async move {
+        let _watcher = watcher;
         while let Some(why) = rx.recv().await {
             tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
@@ -121,13 +126,17 @@ fn watch_file(path: &Path, tx: mpsc::Sender<&'static str>) -> Option<notify::Rec
     }
 }
 
-async fn forward_sighup(tx: mpsc::Sender<&'static str>) {
+/// Registers the SIGHUP handler now (from here on the signal no longer has its default action,
+/// which terminates) and forwards each signal to `tx` from a task.
+fn forward_sighup(tx: mpsc::Sender<&'static str>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP");
         return;
     };
-    while hup.recv().await.is_some() {
-        let _ = tx.try_send("sighup");
-    }
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let _ = tx.try_send("sighup");
+        }
+    });
 }

@@ -177,6 +177,11 @@ async fn serve(source: Source, config: Config) -> anyhow::Result<()> {
         "flexgate started"
     );
 
+    // Before the admin listener answers `/health/ready`: `reload::spawn` arms the SIGHUP handler and
+    // the file watcher before it returns, so a reload requested right after readiness is never
+    // missed (and an early SIGHUP cannot hit the default disposition, which terminates).
+    let reloader = reload::spawn(source, gateway.clone(), metrics.clone(), runtime_view);
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|&s| s).await;
@@ -191,7 +196,6 @@ async fn serve(source: Source, config: Config) -> anyhow::Result<()> {
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
-    let reloader = reload::spawn(source, gateway.clone(), metrics.clone(), runtime_view);
 
     flexgate_proxy::server::serve(proxy, tls, gateway, &server_settings, shutdown_signal()).await;
     readiness.set("listeners", false);

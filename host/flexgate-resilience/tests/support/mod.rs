@@ -35,10 +35,23 @@ impl RedisServer {
             );
             return None;
         }
-        let port = free_port();
-        let mut server = Self { child: None, port };
-        server.spawn();
-        Some(server)
+        // The port is released before `redis-server` binds it, so another process can take it in
+        // between: then the server is started again on another port (at most 5 times).
+        let mut attempt = 1;
+        loop {
+            let mut server = Self {
+                child: None,
+                port: free_port(),
+            };
+            match server.try_spawn() {
+                Ok(()) => return Some(server),
+                Err(e) if attempt < 5 => {
+                    let _ = writeln!(std::io::stderr(), "{e}: again on another port");
+                    attempt += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -73,6 +86,14 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts `redis-server` on `self.port` and waits for PONG (not just a connection: the port
+    /// could be another process's listener); an error when it exits or stays silent for 10 s.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
@@ -82,15 +103,26 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn redis-server: {e}"));
-        self.child = Some(child);
+        let child = self.child.insert(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if ping(self.port) {
-                return;
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Err(format!(
+                    "redis-server on port {} exited with {status}",
+                    self.port
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {} did not answer PING", self.port);
+        self.kill();
+        Err(format!(
+            "redis-server on port {} did not answer PING",
+            self.port
+        ))
     }
 }
 
