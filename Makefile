@@ -20,6 +20,10 @@ plugins: setup
 	@if [ -x plugins/build.sh ]; then bash plugins/build.sh; else echo "no plugins/build.sh yet"; fi
 
 ## Everything CI checks: formatting, lints, the whole test suite, the benchmark harness smoke run.
+## In here api-fuzz and bench-smoke run the gateway `make unit` just built (cargo test builds
+## target/debug/flexgate with the whole workspace's features): a `cargo build -p flexgate` would
+## rebuild tokio and everything above it with other features (~50 s).
+test: export FLEXGATE ?= $(abspath $(or $(CARGO_TARGET_DIR),target))/debug/flexgate
 test: setup plugins lint unit api-fuzz bench-smoke
 
 lint:

@@ -260,121 +260,140 @@ async fn redis_limit_is_exact_across_three_gateways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_degrades_to_local_and_recovers() {
     let _serial = SERIAL.lock().await;
-    let Some(mut redis) = RedisServer::start_or_skip("redis_outage_degrades_to_local_and_recovers")
-    else {
-        return;
-    };
-    let redis_yaml = format!("{{ url: \"{}\" }}", redis.url()); // default 5 ms budget
-    let gw = Gateway::start(
-        BIN,
-        &limited_config(
-            "key: route, rate: 200/s, burst: 20, store: redis, on_store_error: local",
-            Some(&redis_yaml),
-        ),
-    )
-    .await;
-    assert!(redis_reachable(&gw, true, Duration::from_secs(5)).await);
-    const DEGRADED: &str = r#"flexgate_ratelimit_degraded{route="limited"}"#;
-    assert_eq!(gw.metric(DEGRADED).await, Some(0.0));
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let loader = tokio::spawn(load(
-        vec![gw.url("/")],
-        12,
-        Some(Duration::from_millis(3)),
-        stop.clone(),
-        true,
-    ));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    let killed = Instant::now();
-    let logs_at_kill = gw.access_logs().len();
-    tokio::task::block_in_place(|| redis.kill());
-    let degraded = gw
-        .wait_metric(DEGRADED, Duration::from_secs(3), |v| v == 1.0)
+    for attempt in 1..=2 {
+        let Some(mut redis) =
+            RedisServer::start_or_skip("redis_outage_degrades_to_local_and_recovers")
+        else {
+            return;
+        };
+        let redis_yaml = format!("{{ url: \"{}\" }}", redis.url()); // default 5 ms budget
+        let gw = Gateway::start(
+            BIN,
+            &limited_config(
+                "key: route, rate: 200/s, burst: 20, store: redis, on_store_error: local",
+                Some(&redis_yaml),
+            ),
+        )
         .await;
-    let degraded_after = killed.elapsed();
-    // Still ready (200), with Redis reported unreachable as a detail.
-    let reported = redis_reachable(&gw, false, Duration::from_secs(2)).await;
-    tokio::time::sleep(Duration::from_secs(3).saturating_sub(killed.elapsed())).await;
+        assert!(redis_reachable(&gw, true, Duration::from_secs(5)).await);
+        const DEGRADED: &str = r#"flexgate_ratelimit_degraded{route="limited"}"#;
+        assert_eq!(gw.metric(DEGRADED).await, Some(0.0));
 
-    let restarted = Instant::now();
-    let logs_at_restart = gw.access_logs().len();
-    tokio::task::block_in_place(|| redis.restart());
-    let recovered = gw
-        .wait_metric(DEGRADED, Duration::from_secs(8), |v| v == 0.0)
-        .await;
-    let recovered_after = restarted.elapsed();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let run = loader.await.expect("load");
+        let stop = Arc::new(AtomicBool::new(false));
+        let loader = tokio::spawn(load(
+            vec![gw.url("/")],
+            12,
+            Some(Duration::from_millis(3)),
+            stop.clone(),
+            true,
+        ));
+        tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let outage: Vec<_> = run
-        .samples
-        .iter()
-        .filter(|(sent, _, _)| *sent >= killed && *sent < restarted)
-        .collect();
-    let mut during: Vec<Duration> = outage.iter().map(|(_, l, _)| *l).collect();
-    during.sort();
-    let p99 = during
-        .get(during.len() * 99 / 100)
-        .copied()
-        .unwrap_or_default();
-    let outage_ok = outage.iter().filter(|(_, _, s)| *s == 200).count();
-    // The gateway's own view (access log `duration_ms`: request start to body sent), free of the
-    // test client's scheduling on a shared machine.
-    let mut gw_ms: Vec<f64> = gw
-        .access_logs()
-        .get(logs_at_kill..logs_at_restart)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|l| l["duration_ms"].as_f64())
-        .collect();
-    gw_ms.sort_by(f64::total_cmp);
-    let gw_p99 = gw_ms
-        .get(gw_ms.len() * 99 / 100)
-        .copied()
-        .unwrap_or(f64::MAX);
-    eprintln!(
-        "outage: degraded after {degraded_after:?}, back on redis {recovered_after:?} after restart; \
-         {} requests during the outage ({outage_ok} admitted): gateway p99 {gw_p99:.3}ms, client p99 {p99:?}, \
-         client max {:?}; whole run client p99 {:?}, {} requests",
-        during.len(),
-        during.last().copied().unwrap_or_default(),
-        run.percentile(0.99),
-        run.latencies.len()
-    );
-    assert!(
-        run.other.is_empty(),
-        "non-200/429 answers: {:?}",
-        &run.other[..run.other.len().min(20)]
-    );
-    assert_eq!(degraded, Some(1.0), "degraded flag never set");
-    assert!(
-        degraded_after < Duration::from_secs(1),
-        "degraded after {degraded_after:?}"
-    );
-    assert!(
-        reported,
-        "/health/ready: not 200 with details.redis.reachable false"
-    );
-    assert_eq!(recovered, Some(0.0), "never back on redis");
-    assert!(
-        recovered_after < Duration::from_secs(5),
-        "back after {recovered_after:?}"
-    );
-    assert!(
-        during.len() > 300,
-        "too little load during the outage: {}",
-        during.len()
-    );
-    assert!(outage_ok > 0, "the local fallback admits");
-    assert!(
-        gw_ms.len() > 300,
-        "access lines during the outage: {}",
-        gw_ms.len()
-    );
-    assert!(gw_p99 < 5.0, "gateway p99 {gw_p99:.3}ms during the outage");
+        let killed = Instant::now();
+        let waited = RunqueueWait::of(gw.pid());
+        let logs_at_kill = gw.access_logs().len();
+        tokio::task::block_in_place(|| redis.kill());
+        let degraded = gw
+            .wait_metric(DEGRADED, Duration::from_secs(3), |v| v == 1.0)
+            .await;
+        let degraded_after = killed.elapsed();
+        // Still ready (200), with Redis reported unreachable as a detail.
+        let reported = redis_reachable(&gw, false, Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(3).saturating_sub(killed.elapsed())).await;
+
+        let restarted = Instant::now();
+        let starved = waited.since();
+        let logs_at_restart = gw.access_logs().len();
+        tokio::task::block_in_place(|| redis.restart());
+        let recovered = gw
+            .wait_metric(DEGRADED, Duration::from_secs(8), |v| v == 0.0)
+            .await;
+        let recovered_after = restarted.elapsed();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, Ordering::Relaxed);
+        let run = loader.await.expect("load");
+
+        let outage: Vec<_> = run
+            .samples
+            .iter()
+            .filter(|(sent, _, _)| *sent >= killed && *sent < restarted)
+            .collect();
+        let mut during: Vec<Duration> = outage.iter().map(|(_, l, _)| *l).collect();
+        during.sort();
+        let p99 = during
+            .get(during.len() * 99 / 100)
+            .copied()
+            .unwrap_or_default();
+        let outage_ok = outage.iter().filter(|(_, _, s)| *s == 200).count();
+        // The gateway's own view (access log `duration_ms`: request start to body sent), free of the
+        // test client's scheduling on a shared machine.
+        let mut gw_ms: Vec<f64> = gw
+            .access_logs()
+            .get(logs_at_kill..logs_at_restart)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| l["duration_ms"].as_f64())
+            .collect();
+        gw_ms.sort_by(f64::total_cmp);
+        let gw_p99 = gw_ms
+            .get(gw_ms.len() * 99 / 100)
+            .copied()
+            .unwrap_or(f64::MAX);
+        eprintln!(
+            "outage: degraded after {degraded_after:?}, back on redis {recovered_after:?} after restart; \
+             {} requests during the outage ({outage_ok} admitted): gateway p99 {gw_p99:.3}ms, client p99 {p99:?}, \
+             client max {:?}; whole run client p99 {:?}, {} requests",
+            during.len(),
+            during.last().copied().unwrap_or_default(),
+            run.percentile(0.99),
+            run.latencies.len()
+        );
+        assert!(
+            run.other.is_empty(),
+            "non-200/429 answers: {:?}",
+            &run.other[..run.other.len().min(20)]
+        );
+        assert_eq!(degraded, Some(1.0), "degraded flag never set");
+        assert!(
+            degraded_after < Duration::from_secs(1),
+            "degraded after {degraded_after:?}"
+        );
+        assert!(
+            reported,
+            "/health/ready: not 200 with details.redis.reachable false"
+        );
+        assert_eq!(recovered, Some(0.0), "never back on redis");
+        assert!(
+            recovered_after < Duration::from_secs(5),
+            "back after {recovered_after:?}"
+        );
+        assert!(
+            during.len() > 300,
+            "too little load during the outage: {}",
+            during.len()
+        );
+        assert!(outage_ok > 0, "the local fallback admits");
+        assert!(
+            gw_ms.len() > 300,
+            "access lines during the outage: {}",
+            gw_ms.len()
+        );
+        // The requests over 5 ms, by how much: when the gateway's threads sat on the run queue at
+        // least that long during the outage, the machine (not the fallback path) made them slow and
+        // the outage is run again, once; the bound itself is never relaxed.
+        let excess_ms: f64 = gw_ms.iter().map(|ms| (ms - 5.0).max(0.0)).sum();
+        if gw_p99 >= 5.0 && starved.total.as_secs_f64() * 1000.0 >= excess_ms && attempt < 2 {
+            eprintln!(
+                "attempt {attempt}: gateway p99 {gw_p99:.3}ms while its threads waited {starved:?} for a CPU: again"
+            );
+            continue;
+        }
+        assert!(
+            gw_p99 < 5.0,
+            "gateway p99 {gw_p99:.3}ms during the outage (gateway run-queue wait {starved:?})"
+        );
+        break;
+    }
 }
 
 /// 429 is JSON with Retry-After; `RateLimit-Policy`/`RateLimit` are on admitted and limited answers
