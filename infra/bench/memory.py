@@ -37,6 +37,21 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def settled_rss_kib(pid: int, limit: float = 10.0) -> int:
+    """RSS once it stops falling: idle connections are parked after `server.park_idle_after` and the
+    allocator returns freed pages after ~1 s, so "idle" is the steady state, not the moment after
+    the last request."""
+    last = rss_kib(pid)
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = rss_kib(pid)
+        if now >= last * 0.995:
+            return now
+        last = now
+    return last
+
+
 def free_port() -> int:
     import socket
     with socket.socket() as s:
@@ -57,7 +72,7 @@ def config(port: int, dist: Path, data: Path) -> str:
     routes.append({"name": "root", "match": {"path_prefix": "/"}, "respond": {"status": 200, "body": "ok"}})
     cfg = {"version": 1, "listen": f"{HOST}:{port}", "admin": {"listen": f"{HOST}:{port + 1}"},
            "metrics": {"listen": f"{HOST}:{port + 2}"}, "log": {"level": "warn", "access_log": False},
-           "server": {"workers": 1, "header_read_timeout": "300s"},
+           "server": {"workers": 1, "header_read_timeout": "300s", "idle_timeout": "300s"},
            "store": {"kind": "file", "path": str(data)}, "plugins": plugins, "routes": routes}
     return json.dumps(cfg)  # JSON is YAML
 
@@ -112,11 +127,11 @@ def main() -> int:
                     print(f"route r{i} ({PLUGINS[i % 5][0]}): HTTP {e.code} {e.read()[:200]!r}", file=sys.stderr)
                     return 1
             time.sleep(1)
-            idle = rss_kib(proc.pid)
+            idle = settled_rss_kib(proc.pid)
             loop = asyncio.new_event_loop()
             conns = loop.run_until_complete(asyncio.wait_for(hold(a.connections, port), 120))
             time.sleep(1)
-            held = rss_kib(proc.pid)
+            held = settled_rss_kib(proc.pid)
             for _, w in conns:
                 w.close()
             loop.close()

@@ -226,6 +226,11 @@ pub struct Server {
     /// Idle keep-alive downstream connections are closed after this.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Dur,
+    /// An HTTP/1.1 keep-alive connection without a request for this long (at most twice this)
+    /// gives its buffers back and waits for the next request with none, as nginx does; `0s`
+    /// never parks. An idle connection then costs ~1 KiB instead of ~21 KiB.
+    #[serde(default = "default_park_idle_after")]
+    pub park_idle_after: Dur,
     /// SIGTERM: how long in-flight requests may take to finish before the process exits anyway.
     #[serde(default = "default_grace_period")]
     pub grace_period: Dur,
@@ -243,6 +248,7 @@ impl Default for Server {
             header_read_timeout: default_header_read_timeout(),
             max_header_size: default_max_header_size(),
             idle_timeout: default_idle_timeout(),
+            park_idle_after: default_park_idle_after(),
             grace_period: default_grace_period(),
             workers: 0,
             h2_max_concurrent_streams: default_h2_streams(),
@@ -258,6 +264,9 @@ fn default_max_header_size() -> ByteSize {
 }
 fn default_idle_timeout() -> Dur {
     Dur(Duration::from_secs(60))
+}
+fn default_park_idle_after() -> Dur {
+    Dur(Duration::from_millis(500))
 }
 fn default_grace_period() -> Dur {
     Dur(Duration::from_secs(30))

@@ -52,7 +52,7 @@ fn bench_calls(c: &mut Criterion) {
     let registry = prometheus::Registry::new();
     let opts = RuntimeOptions {
         cache_dir: Some(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target-bench-plugin-cache"),
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-plugin-cache"),
         ),
         max_instances: 32,
         ..Default::default()

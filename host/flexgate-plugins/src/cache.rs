@@ -72,22 +72,30 @@ fn deserialize(engine: &Engine, payload: &[u8]) -> Option<Component> {
 
 /// Write an artifact atomically (temp file + rename). Failures only cost a recompile later.
 pub(crate) fn store(dir: &Path, path: &Path, component: &Component) {
-    let result = (|| -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-        }
-        let payload = component.serialize().map_err(std::io::Error::other)?;
-        let mut data = Vec::with_capacity(32 + payload.len());
-        data.extend_from_slice(&Sha256::digest(&payload));
-        data.extend_from_slice(&payload);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &data)?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
+    if let Err(e) = write(dir, path, component) {
         tracing::warn!(error = %e, path = %path.display(), "could not write plugin cache");
     }
+}
+
+/// Create the cache folder, owner-only (its files are run as machine code).
+pub(crate) fn ensure_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+/// [`store`], reporting failure: the out-of-process compiler (`crate::compiler`) must say so.
+pub(crate) fn write(dir: &Path, path: &Path, component: &Component) -> std::io::Result<()> {
+    ensure_dir(dir)?;
+    let payload = component.serialize().map_err(std::io::Error::other)?;
+    let mut data = Vec::with_capacity(32 + payload.len());
+    data.extend_from_slice(&Sha256::digest(&payload));
+    data.extend_from_slice(&payload);
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, &data)?;
+    std::fs::rename(&tmp, path)
 }

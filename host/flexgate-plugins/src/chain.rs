@@ -143,8 +143,10 @@ impl CallCtx {
         });
     }
 
-    fn park(&self, index: usize, inst: Instance) {
-        self.with_state(|s| *slot(&mut s.parked, index) = Some(inst));
+    /// Keep `inst` for this request's `on_response`; returns an instance parked earlier in the
+    /// same slot (a context reused without `on_response`), for the caller to retire.
+    fn park(&self, index: usize, inst: Instance) -> Option<Instance> {
+        self.with_state(|s| slot(&mut s.parked, index).replace(inst))
     }
 
     fn unpark(&self, index: usize) -> Option<Instance> {
@@ -292,7 +294,11 @@ impl Binding {
     fn release(&self, index: usize, ctx: &CallCtx, hook: Hook, mut inst: Instance) {
         match self.plugin.isolation {
             Isolation::PerRequest => match hook {
-                Hook::Request => ctx.park(index, inst),
+                Hook::Request => {
+                    if let Some(old) = ctx.park(index, inst) {
+                        self.plugin.retire(old);
+                    }
+                }
                 Hook::Response => self.plugin.retire(inst),
             },
             Isolation::Pooled => {
@@ -339,9 +345,7 @@ impl Binding {
         state.keep_undo = self.on_error == OnError::FailOpen;
         let borrow = Resource::<ReqState>::new_borrow(inst.req);
         let out = inst
-            .bindings
-            .flexgate_plugin_handler()
-            .call_on_request(&mut inst.store, &ctx.info, borrow)
+            .on_request(self.plugin.is_sync(), &ctx.info, borrow)
             .await;
         self.plugin
             .shared
@@ -406,11 +410,7 @@ impl Binding {
                 &with_stash
             }
         };
-        let out = inst
-            .bindings
-            .flexgate_plugin_handler()
-            .call_on_response(&mut inst.store, info, borrow)
-            .await;
+        let out = inst.on_response(self.plugin.is_sync(), info, borrow).await;
         self.plugin
             .shared
             .m

@@ -16,6 +16,7 @@ mod cache;
 mod capture;
 mod chain;
 mod cli;
+mod compiler;
 mod error;
 mod headers;
 mod metrics;
@@ -25,6 +26,7 @@ mod state;
 
 pub use chain::{Binding, BodyMode, CallCtx, Chain, OnError, RequestOutcome};
 pub use cli::{scaffold, test_plugin};
+pub use compiler::{CompilerCommand, compiler_main};
 pub use error::{ChainError, FailureKind, PluginError};
 pub use plugin::{Isolation, LoadedPlugin, PluginSpec};
 pub use runtime::{PluginRuntime, RuntimeOptions};

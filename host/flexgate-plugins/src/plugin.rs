@@ -1,13 +1,15 @@
 //! A loaded plugin version: its pre-instantiated component, limits and instance creation.
 
-use crate::bindings::{Level, Plugin as Bindings, PluginPre};
+use crate::bindings::{Action, CallInfo, Level, Plugin as Bindings, PluginIndices, PluginPre};
 use crate::capture::LogLimiter;
 use crate::error::{FailureKind, PluginError};
 use crate::metrics::{Metrics, PluginMetrics};
-use crate::state::{ReqState, RespState, StoreState};
+use crate::state::StoreState;
+use crate::state::{ReqState, RespState};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use wasmtime::component::Resource;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 /// Plugin-defined metric names kept per plugin version; further names are dropped.
@@ -167,6 +169,13 @@ fn truncate(s: &str, max: usize) -> &str {
 pub struct LoadedPlugin {
     pub(crate) shared: Arc<PluginShared>,
     pub(crate) pre: PluginPre<StoreState>,
+    /// Export indices resolved once at load, so the sync path does no name lookups per instance.
+    indices: PluginIndices,
+    /// The component imports no WASI (e.g. a `no_std` plugin built with the SDK's
+    /// `no_std_runtime!`), so none of its imports is async: instantiate and call it directly on
+    /// the caller's stack. WASI plugins need the async path (a fiber per call), because async
+    /// WASI is what keeps a guest's stderr write from blocking inside tokio.
+    sync: bool,
     pub(crate) engine: Engine,
     pub(crate) isolation: Isolation,
     pub(crate) memory_limit: usize,
@@ -216,6 +225,43 @@ pub(crate) struct Instance {
     pub(crate) resp: u32,
 }
 
+impl Instance {
+    /// `on_request` in this instance: directly for a [`sync`](LoadedPlugin::sync) plugin,
+    /// otherwise on a fiber.
+    pub(crate) async fn on_request(
+        &mut self,
+        sync: bool,
+        info: &CallInfo,
+        req: Resource<ReqState>,
+    ) -> wasmtime::Result<Result<Action, String>> {
+        let h = self.bindings.flexgate_plugin_handler();
+        if sync {
+            h.func_on_request()
+                .call(&mut self.store, (info, req))
+                .map(|(r,)| r)
+        } else {
+            h.call_on_request(&mut self.store, info, req).await
+        }
+    }
+
+    /// `on_response` in this instance, like [`on_request`](Self::on_request).
+    pub(crate) async fn on_response(
+        &mut self,
+        sync: bool,
+        info: &CallInfo,
+        resp: Resource<RespState>,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let h = self.bindings.flexgate_plugin_handler();
+        if sync {
+            h.func_on_response()
+                .call(&mut self.store, (info, resp))
+                .map(|(r,)| r)
+        } else {
+            h.call_on_response(&mut self.store, info, resp).await
+        }
+    }
+}
+
 /// Store data kept from retired instances, reused by the next instantiation (building a WASI
 /// context allocates and seeds RNGs; per_request plugins create an instance per request).
 const MAX_SPARE_STATES: usize = 32;
@@ -224,6 +270,8 @@ impl LoadedPlugin {
     pub(crate) fn new(
         shared: PluginShared,
         pre: PluginPre<StoreState>,
+        indices: PluginIndices,
+        sync: bool,
         spec: &PluginSpec,
         tick: Duration,
         max_idle: usize,
@@ -233,6 +281,8 @@ impl LoadedPlugin {
         LoadedPlugin {
             engine: pre.engine().clone(),
             shared: Arc::new(shared),
+            indices,
+            sync,
             pre,
             isolation: spec.isolation,
             memory_limit: usize::try_from(spec.memory_limit).unwrap_or(usize::MAX),
@@ -258,6 +308,11 @@ impl LoadedPlugin {
     /// Instance reuse policy.
     pub fn isolation(&self) -> Isolation {
         self.isolation
+    }
+
+    /// Whether instances are created and called without a fiber (the component imports no WASI).
+    pub fn is_sync(&self) -> bool {
+        self.sync
     }
 
     /// Starts the per-call deadline: `timeout` of wall time from now (returned).
@@ -290,15 +345,28 @@ impl LoadedPlugin {
             Ok(UpdateDeadline::Continue(ticks))
         });
         self.arm(&mut store);
-        let bindings = match self.pre.instantiate_async(&mut store).await {
+        let bindings = if self.sync {
+            self.pre
+                .instance_pre()
+                .instantiate(&mut store)
+                .and_then(|i| self.indices.load(&mut store, &i))
+        } else {
+            self.pre.instantiate_async(&mut store).await
+        };
+        let bindings = match bindings {
             Ok(b) => b,
             Err(e) => return Err(self.fail(&mut store, e, true)),
         };
         self.shared.m.instantiations.inc();
-        let res = bindings
-            .flexgate_plugin_handler()
-            .call_init(&mut store, config)
-            .await;
+        let handler = bindings.flexgate_plugin_handler();
+        let res = if self.sync {
+            handler
+                .func_init()
+                .call(&mut store, (config,))
+                .map(|(r,)| r)
+        } else {
+            handler.call_init(&mut store, config).await
+        };
         self.shared
             .m
             .dur_init
@@ -376,7 +444,10 @@ impl LoadedPlugin {
     /// Bookkeeping after every call: captured output and memory high-water mark.
     pub(crate) fn after_call(&self, store: &mut Store<StoreState>) {
         let data = store.data();
-        if let Some((text, dropped)) = data.capture.take() {
+        // A sync plugin imports no WASI, so it has no stdout/stderr to forward.
+        if !self.sync
+            && let Some((text, dropped)) = data.capture.take()
+        {
             self.shared
                 .guest_output(&text, dropped, &data.route, &data.request_id);
         }

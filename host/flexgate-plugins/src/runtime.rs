@@ -1,7 +1,8 @@
 //! The process-wide plugin runtime: engine (pooling allocator, epochs), linker, cache, metrics.
 
-use crate::bindings::{Plugin as Bindings, PluginPre};
+use crate::bindings::{Plugin as Bindings, PluginIndices, PluginPre};
 use crate::cache;
+use crate::compiler::{self, ChildError, CompilerCommand};
 use crate::error::PluginError;
 use crate::metrics::Metrics;
 use crate::plugin::{LoadedPlugin, PluginSpec, new_shared};
@@ -31,6 +32,11 @@ pub struct RuntimeOptions {
     pub epoch_tick: Duration,
     /// `Pooled` plugins: warm instances kept per route binding.
     pub max_idle_per_binding: usize,
+    /// With a `cache_dir`, cache misses are compiled by this child process (the gateway binary's
+    /// compile subcommand), so Cranelift's code pages and heap never enter the gateway: idle RSS
+    /// stays what a warm-cache restart gives. `None` (the default; library tests, benches) or a
+    /// child that cannot be started: compiled in process.
+    pub compiler: Option<CompilerCommand>,
 }
 
 impl Default for RuntimeOptions {
@@ -41,6 +47,7 @@ impl Default for RuntimeOptions {
             max_memory_per_instance: 128 * 1024 * 1024,
             epoch_tick: Duration::from_millis(1),
             max_idle_per_binding: std::thread::available_parallelism().map_or(4, |n| n.get() * 2),
+            compiler: None,
         }
     }
 }
@@ -77,7 +84,7 @@ impl std::fmt::Debug for PluginRuntime {
     }
 }
 
-fn engine_config(opts: &RuntimeOptions) -> Config {
+pub(crate) fn engine_config(opts: &RuntimeOptions) -> Config {
     let n = opts.max_instances.max(1);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(n)
@@ -160,13 +167,23 @@ impl PluginRuntime {
         };
         let component = self.compile(&spec.name, &spec.bytes)?;
         let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
+        let indices = PluginIndices::new(&pre).map_err(invalid)?;
         let pre = PluginPre::new(pre).map_err(invalid)?;
+        // No WASI import means no async import (the `host`/`types` imports are synchronous):
+        // such a plugin runs on the caller's stack instead of a fiber, bounded by wasmtime's
+        // `max_wasm_stack` (512 KiB) like a fiber is, well within a tokio worker's 2 MiB.
+        let sync = component
+            .component_type()
+            .imports(&self.engine)
+            .all(|(name, _)| !name.starts_with("wasi:"));
         let mut spec = spec;
         spec.memory_limit = spec.memory_limit.min(self.opts.max_memory_per_instance);
         let shared = new_shared(self.metrics.clone(), &spec.name, &spec.version);
         Ok(Arc::new(LoadedPlugin::new(
             shared,
             pre,
+            indices,
+            sync,
             &spec,
             self.opts.epoch_tick,
             self.opts.max_idle_per_binding,
@@ -185,6 +202,33 @@ impl PluginRuntime {
         {
             tracing::debug!(plugin = name, elapsed = ?start.elapsed(), "plugin loaded from cache");
             return Ok(c);
+        }
+        if let (Some((_, path)), Some(cmd)) = (&cached, &self.opts.compiler) {
+            let invalid = |reason| PluginError::Invalid {
+                plugin: name.to_string(),
+                reason,
+            };
+            match compiler::compile(cmd, &self.opts, bytes, path) {
+                Ok(pid) => match cache::load(path, &self.engine) {
+                    Some(c) => {
+                        tracing::debug!(plugin = name, compiler_pid = pid, elapsed = ?start.elapsed(), "plugin compiled out of process");
+                        return Ok(c);
+                    }
+                    None => tracing::warn!(
+                        plugin = name,
+                        "the plugin compiler's artifact does not load here; compiling in process"
+                    ),
+                },
+                Err(ChildError::Invalid(reason)) => return Err(invalid(reason)),
+                Err(ChildError::Failed(why)) => {
+                    return Err(PluginError::Engine(format!(
+                        "compiling plugin {name}: {why}"
+                    )));
+                }
+                Err(ChildError::Spawn(e)) => {
+                    tracing::warn!(plugin = name, error = %e, "cannot start the plugin compiler; compiling in process")
+                }
+            }
         }
         let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Invalid {
             plugin: name.to_string(),

@@ -586,3 +586,36 @@ async fn per_request_instance_exhaustion_fails_cleanly() {
         "exhaustion is not the plugin's fault"
     );
 }
+
+/// Plugins built without `std` (the SDK's `no_std_runtime!`) import no WASI and run without a
+/// fiber; `std` plugins import WASI and keep the async path. Both isolation modes of a sync
+/// plugin still give per_request a fresh instance per request (counted instantiations).
+#[tokio::test]
+async fn wasi_free_plugins_run_sync() {
+    let _guard = EXCLUSIVE.read().await;
+    let (rt, reg) = runtime();
+    for (name, sync) in [
+        ("headers", true),
+        ("cors", true),
+        ("rewrite", false),
+        ("fixture-stderr", false),
+    ] {
+        assert_eq!(load(&rt, name, Isolation::Pooled).is_sync(), sync, "{name}");
+    }
+    let p = load(&rt, "headers", Isolation::PerRequest);
+    let chain = single(bind(&p, HEADERS_CFG, OnError::FailClosed, BodyMode::None).await);
+    let ctx = ctx();
+    for _ in 0..3 {
+        let mut parts = request("GET", "/", &[("x-secret", "1")]);
+        chain.on_request(&ctx, &mut parts, None).await.unwrap();
+        assert_eq!(header(&parts.headers, "x-secret"), None);
+    }
+    // Same context, no on_response: each on_request still got its own instance.
+    let inst = metric_value(
+        &reg,
+        "flexgate_plugin_instantiations_total",
+        &[("plugin", "headers")],
+    );
+    // Loading instantiates nothing: 1 (Binding::new's init check) + 3 requests.
+    assert_eq!(inst, 4.0);
+}

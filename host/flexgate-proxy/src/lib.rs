@@ -2,7 +2,8 @@
 //! and the mapping of every gateway error to an HTTP answer.
 //!
 //! Where things happen, by file:
-//! - `server.rs`: accept, TLS/ALPN, HTTP/1.1 + h2, graceful drain;
+//! - `server.rs`: accept and drain; `conn/`: one connection (TLS/ALPN, h2c, HTTP/1.1 + upgrades,
+//!   parking of idle keep-alive connections);
 //! - `pipeline.rs`: one request end to end (checks → route → respond or forward → log);
 //! - `router.rs`: which route answers (precedence rules documented there);
 //! - `plugins.rs`: which Wasm plugin versions a route runs (stable/canary), per-version stats;
@@ -15,6 +16,7 @@
 
 pub mod access;
 pub mod body;
+pub mod conn;
 pub mod error;
 pub mod forward;
 pub mod gateway;

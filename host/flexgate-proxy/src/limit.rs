@@ -102,6 +102,7 @@ impl RouteLimit {
     pub async fn admit(
         &self,
         route: &str,
+        arrived: std::time::Instant,
         client: IpAddr,
         request: &HeaderMap,
         headers: &mut Option<LimitHeaders>,
@@ -125,7 +126,8 @@ impl RouteLimit {
                 }
             }
         };
-        let decision = self.limiter.check(route, key).await;
+        let arrived = tokio::time::Instant::from_std(arrived);
+        let decision = self.limiter.check_at(route, key, arrived).await;
         *headers = Some(self.headers(&decision));
         if decision.allowed {
             Ok(())
@@ -198,7 +200,15 @@ mod tests {
             map.insert(*n, HeaderValue::from_static(v));
         }
         let mut out = None;
-        let r = l.admit("r", IpAddr::from(ip), &map, &mut out).await;
+        let r = l
+            .admit(
+                "r",
+                std::time::Instant::now(),
+                IpAddr::from(ip),
+                &map,
+                &mut out,
+            )
+            .await;
         assert!(out.is_some(), "headers on every decision");
         r.is_ok()
     }

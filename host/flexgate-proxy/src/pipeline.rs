@@ -86,6 +86,7 @@ pub async fn handle(
             if let Some(limit) = &route.rate_limit
                 && let Err(e) = (limit.admit(
                     &route.name,
+                    started,
                     conn.client.ip(),
                     req.headers(),
                     &mut rate_limit,

@@ -1,7 +1,6 @@
 //! Listeners and connections: plain TCP (HTTP/1.1 and h2c by prior knowledge) or TLS with ALPN
 //! (h2, http/1.1); graceful drain on shutdown.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -10,15 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flexgate_config::Server as ServerConfig;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::conn::{ConnSettings, ConnTask};
 use crate::gateway::Gateway;
-use crate::pipeline::{ConnInfo, handle};
 
 /// Binds a listener with SO_REUSEADDR and a deep backlog.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -86,8 +82,10 @@ pub async fn serve(
     settings: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = Arc::new(connection_builder(settings));
-    let graceful = GracefulShutdown::new();
+    let conn_settings = Arc::new(ConnSettings::new(settings));
+    // Every connection holds a receiver: the count is the open connections, and `closed()`
+    // resolves when the last one has ended.
+    let (drain, _) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -102,90 +100,28 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = ConnTask { gw: gw.clone(), builder: builder.clone(), watcher: graceful.watcher(), client };
+                let conn = ConnTask {
+                    gw: gw.clone(),
+                    settings: conn_settings.clone(),
+                    drain: drain.subscribe(),
+                    client,
+                };
                 tokio::spawn(conn.run(stream, tls.clone()));
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
-    let open = graceful.count();
     tracing::info!(
-        open_connections = open,
+        open_connections = drain.receiver_count(),
         grace_secs = settings.grace_period.0.as_secs_f64(),
         "draining"
     );
-    if tokio::time::timeout(settings.grace_period.0, graceful.shutdown())
+    drain.send_replace(true);
+    if tokio::time::timeout(settings.grace_period.0, drain.closed())
         .await
         .is_err()
     {
         tracing::warn!("grace period over; closing remaining connections");
-    }
-}
-
-fn connection_builder(settings: &ServerConfig) -> Builder<TokioExecutor> {
-    let mut builder = Builder::new(TokioExecutor::new());
-    let max_header = usize::try_from(settings.max_header_size.0).unwrap_or(64 * 1024);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout.0)
-        .max_buf_size((max_header * 2).max(8192 * 2))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(settings.h2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(max_header * 2).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(settings.idle_timeout.0))
-        .keep_alive_timeout(Duration::from_secs(20));
-    builder
-}
-
-struct ConnTask {
-    gw: Arc<Gateway>,
-    builder: Arc<Builder<TokioExecutor>>,
-    watcher: hyper_util::server::graceful::Watcher,
-    client: SocketAddr,
-}
-
-impl ConnTask {
-    async fn run(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
-        let metrics = self.gw.shared.metrics.open_connections.clone();
-        metrics.inc();
-        match tls {
-            None => self.serve(stream, false).await,
-            Some(acceptor) => match acceptor.accept(stream).await {
-                Ok(stream) => self.serve(stream, true).await,
-                Err(e) => {
-                    tracing::debug!(client = %self.client, error = %e, "tls handshake failed")
-                }
-            },
-        }
-        metrics.dec();
-    }
-
-    async fn serve<S>(self, stream: S, tls: bool)
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let info = ConnInfo {
-            client: self.client,
-            tls,
-        };
-        let gw = self.gw;
-        // The request future is large (routing, plugins, forwarding, retries); boxed, an idle
-        // keep-alive connection does not carry its space (measured by infra/bench/memory.py).
-        let service = service_fn(move |req| {
-            let gw = gw.clone();
-            let fut = Box::pin(handle(gw, info, req));
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service);
-        if let Err(e) = self.watcher.watch(conn.into_owned()).await {
-            tracing::debug!(client = %self.client, error = %e, "connection ended with error");
-        }
     }
 }

@@ -19,6 +19,8 @@ pub struct CoreMetrics {
     pub upstream_requests: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub open_connections: IntGauge,
+    /// Idle HTTP/1.1 keep-alive connections holding no buffers (see `server.park_idle_after`).
+    pub parked_connections: IntGauge,
     pub in_flight: IntGauge,
     pub config_reloads: IntCounterVec,
 }
@@ -61,6 +63,10 @@ impl CoreMetrics {
             "flexgate_open_connections",
             "Downstream connections currently open.",
         )?;
+        let parked_connections = IntGauge::new(
+            "flexgate_parked_connections",
+            "Idle HTTP/1.1 keep-alive connections parked without buffers (part of the open ones).",
+        )?;
         let in_flight = IntGauge::new(
             "flexgate_in_flight_requests",
             "Requests currently being handled.",
@@ -88,6 +94,7 @@ impl CoreMetrics {
         registry.register(Box::new(upstream_requests.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(parked_connections.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(build_info))?;
@@ -98,6 +105,7 @@ impl CoreMetrics {
             upstream_requests,
             upstream_duration,
             open_connections,
+            parked_connections,
             in_flight,
             config_reloads,
         })

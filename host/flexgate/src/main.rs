@@ -13,6 +13,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc instead of glibc malloc: freed memory goes back to the OS (see .cargo/config.toml),
+/// so idle connections and finished bursts do not pin their peak RSS.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {

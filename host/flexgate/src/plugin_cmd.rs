@@ -102,6 +102,14 @@ pub enum PluginCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Internal, run by `serve`: compile a component (stdin) into the compile cache, so the
+    /// compiler's memory leaves with this process instead of staying in the gateway.
+    #[command(hide = true)]
+    Compile {
+        /// The protocol's arguments (`flexgate_plugins::compiler_main` reads them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Where the admin API is and who is calling.
@@ -166,6 +174,7 @@ pub fn run(command: PluginCommand) -> ExitCode {
 
 async fn execute(command: PluginCommand) -> Result<ExitCode, String> {
     match command {
+        PluginCommand::Compile { args } => Ok(flexgate_plugins::compiler_main(args)),
         PluginCommand::New { name, dir } => {
             flexgate_plugins::scaffold(&name, &dir).map_err(|e| e.to_string())?;
             let root = dir.join(&name);

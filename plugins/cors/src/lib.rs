@@ -1,8 +1,20 @@
 //! `cors` plugin: answers CORS preflights itself and decorates actual responses.
 //! Origins match exactly or by one `*` wildcard (`https://*.example.com`, or `*` for any).
 //! See README.md for the config.
+//!
+//! Built without `std` on wasm32 (`no_std_runtime!`): the component then imports no WASI, which
+//! makes every instance cheaper to create and call (see the SDK).
+#![cfg_attr(target_arch = "wasm32", no_std)]
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
 use flexgate_sdk::{Action, Ctx, Error, Plugin, Request, Response};
 use serde::Deserialize;
+
+flexgate_sdk::no_std_runtime!();
 
 /// Plugin config.
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,7 @@
 //! A small ordered, case-insensitive header multimap.
 
+use crate::prelude::*;
+
 /// Header list as plain Rust values: names are stored lowercase, order and duplicates are kept.
 ///
 /// Used for replies built by a plugin, for the snapshot returned by `Request::headers()`, and as

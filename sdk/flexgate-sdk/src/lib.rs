@@ -23,7 +23,20 @@
 //!
 //! On `wasm32` the macro wires the type to the generated component bindings; on every other
 //! target the same types are plain Rust values, so plugin logic is unit-tested with `cargo test`.
+#![cfg_attr(target_arch = "wasm32", no_std)]
+extern crate alloc;
 extern crate self as flexgate_sdk;
+
+/// `String`, `Vec`, `format!`, ... from `alloc`: the SDK is `no_std` on `wasm32` so that plugins
+/// built without `std` (see [`no_std_runtime!`]) import no WASI at all.
+mod prelude {
+    pub(crate) use alloc::boxed::Box;
+    pub(crate) use alloc::format;
+    pub(crate) use alloc::string::{String, ToString};
+    pub(crate) use alloc::vec::Vec;
+}
+#[allow(unused_imports)]
+use prelude::*;
 
 mod headers;
 pub mod log;
@@ -115,13 +128,13 @@ impl Error {
     }
 }
 
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for Error {}
+impl core::error::Error for Error {}
 
 impl From<String> for Error {
     fn from(s: String) -> Self {
@@ -179,24 +192,48 @@ macro_rules! export {
             struct FlexgateGuest;
             impl $crate::rt::Guest for FlexgateGuest {
                 fn init(
-                    config: ::std::string::String,
-                ) -> ::std::result::Result<(), ::std::string::String> {
+                    config: $crate::rt::String,
+                ) -> ::core::result::Result<(), $crate::rt::String> {
                     $crate::rt::init::<$plugin>(&config)
                 }
                 fn on_request(
                     info: $crate::rt::CallInfo,
                     req: $crate::rt::RequestBorrow<'_>,
-                ) -> ::std::result::Result<$crate::rt::WitAction, ::std::string::String> {
+                ) -> ::core::result::Result<$crate::rt::WitAction, $crate::rt::String> {
                     $crate::rt::on_request::<$plugin>(info, req)
                 }
                 fn on_response(
                     info: $crate::rt::CallInfo,
                     resp: $crate::rt::ResponseBorrow<'_>,
-                ) -> ::std::result::Result<(), ::std::string::String> {
+                ) -> ::core::result::Result<(), $crate::rt::String> {
                     $crate::rt::on_response::<$plugin>(info, resp)
                 }
             }
     $crate::bindings::__export_plugin!(FlexgateGuest with_types_in $crate::bindings);
         };
+    };
+}
+
+/// For plugins built `#![cfg_attr(target_arch = "wasm32", no_std)]`: on `wasm32`, the global
+/// allocator (wasi-libc's `malloc`, as `std` uses on this target) and a panic handler that logs the message through
+/// the host and traps. Expands to nothing off `wasm32`.
+///
+/// Why: a `std` guest on `wasm32-wasip2` links wasi-libc's stdio, environment and exit for its
+/// panic path and imports 13 WASI interfaces. A plugin without them imports only
+/// `flexgate:plugin`, so the host wires fewer imports per instance and can call it without an
+/// async fiber: per-request instantiation and every hook call get cheaper. Plugins that need
+/// `std` (or WASI stdout/stderr) keep working as before.
+#[macro_export]
+macro_rules! no_std_runtime {
+    () => {
+        #[cfg(target_arch = "wasm32")]
+        #[global_allocator]
+        static FLEXGATE_ALLOC: $crate::rt::LibcAlloc = $crate::rt::LibcAlloc;
+
+        #[cfg(target_arch = "wasm32")]
+        #[panic_handler]
+        fn flexgate_panic(info: &::core::panic::PanicInfo<'_>) -> ! {
+            $crate::rt::panic(info)
+        }
     };
 }

@@ -47,6 +47,7 @@ pub fn debug(message: &str) {
 mod imp {
     use super::Level;
     use crate::bindings::flexgate::plugin::host;
+    use crate::prelude::*;
 
     pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {
         let level = match level {

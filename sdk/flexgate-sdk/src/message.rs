@@ -5,7 +5,8 @@
 //! `Request::new`/`Response::new` (replies, and native unit tests) they are plain Rust values.
 
 use crate::Headers;
-use std::marker::PhantomData;
+use crate::prelude::*;
+use core::marker::PhantomData;
 
 #[cfg(target_arch = "wasm32")]
 use crate::bindings::flexgate::plugin::types as wit;
@@ -35,8 +36,8 @@ pub struct Request<'a> {
     inner: ReqInner<'a>,
 }
 
-impl std::fmt::Debug for Request<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Request")
             .field("method", &self.method())
             .field("path", &self.path())
@@ -196,8 +197,8 @@ pub struct Response<'a> {
     inner: RespInner<'a>,
 }
 
-impl std::fmt::Debug for Response<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for Response<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Response")
             .field("status", &self.status())
             .finish_non_exhaustive()

@@ -5,6 +5,8 @@
 //! (at most 64 chars); the host keeps at most 32 distinct names per plugin and drops the rest.
 //! Natively the values are kept in a thread-local buffer so tests can assert on them.
 
+use crate::prelude::*;
+
 /// Add `value` to the counter `name`.
 pub fn counter_add(name: &str, value: u64) {
     imp::counter_add(name, value)

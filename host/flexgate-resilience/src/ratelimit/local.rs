@@ -7,7 +7,12 @@ use tokio::time::Instant;
 
 use super::table::Table;
 
-const SHARDS: usize = 64;
+/// 16 rather than more: enough to keep lock contention negligible (a critical
+/// section is one table probe), and few enough that a shard of a store with the
+/// default million keys reaches 2 MiB, the size from which its table is backed by
+/// huge pages (see `slots.rs`); with 64 shards the tables would stop at 512 KiB
+/// and every decision would pay a TLB miss too.
+const SHARDS: usize = 16;
 
 /// Default total key cap.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
@@ -18,13 +23,13 @@ struct Shard(Mutex<Table>);
 
 /// Sharded map of `hash(route, key) -> TAT` with bounded memory.
 ///
-/// * 64 shards, each a `parking_lot::Mutex` around a small open-addressing table
+/// * 16 shards, each a `parking_lot::Mutex` around a small open-addressing table
 ///   (see `table.rs` for why not `HashMap`): no global lock.
 /// * Keys are hashed with ahash under a per-process random seed, so an attacker
 ///   cannot aim a flood of keys at one shard. The key string is hashed in place:
 ///   a decision allocates nothing (only table growth and the batched evictions
 ///   below do, amortized over many inserts).
-/// * Memory is bounded: each shard holds at most `max_keys / 64` entries. When a
+/// * Memory is bounded: each shard holds at most `max_keys / 16` entries. When a
 ///   full shard needs room, it drops all rested keys (TAT in the past: forgetting
 ///   them changes no decision); if that frees less than 1/8 of the shard, it also
 ///   drops the entries closest to rested (smallest TAT) until 1/8 is free. Making
@@ -55,8 +60,8 @@ impl Default for LocalStore {
 }
 
 impl LocalStore {
-    /// A store holding at most `max_keys` keys (rounded up to a multiple of 64,
-    /// at least 64).
+    /// A store holding at most `max_keys` keys (rounded up to a multiple of 16,
+    /// at least 16).
     pub fn new(max_keys: usize) -> Self {
         let shard_cap = max_keys.div_ceil(SHARDS).max(1);
         Self {
@@ -85,8 +90,8 @@ impl LocalStore {
 
     fn check_hashed(&self, gcra: &Gcra, hash: u64, now: Instant) -> Decision {
         let now_ns = self.now_ns(now);
-        // hashbrown uses the low bits for the bucket and the top 7 for tags; shard on
-        // bits in between so both stay well distributed within a shard.
+        // The table indexes with the low bits; shard on others so both stay well
+        // distributed within a shard.
         let shard = &self.shards[((hash >> 32) as usize) % SHARDS];
         let mut map = shard.0.lock();
         if let Some(i) = map.find(hash) {

@@ -6,20 +6,17 @@
 //! sit together in a 16-byte slot, four per cache line, so a lookup usually costs
 //! one. Keys are already uniformly distributed hashes, so linear probing with a
 //! 3/4 maximum load is both simple and short. Removal only happens in bulk
-//! (eviction rebuilds the table), so no tombstones are needed.
+//! (eviction rebuilds the table), so no tombstones are needed. Large tables live
+//! on huge pages so the miss is not also a TLB miss (see `slots.rs`).
 
-/// `key == 0` marks an empty slot; real keys are mapped away from 0.
-#[derive(Debug, Clone, Copy, Default)]
-struct Slot {
-    key: u64,
-    tat: u64,
-}
+use super::slots::{Slot, Slots};
 
 const MIN_CAPACITY: usize = 16;
 
 #[derive(Debug, Default)]
 pub(super) struct Table {
-    slots: Vec<Slot>,
+    /// Power-of-two many slots (or none), huge-page backed when large.
+    slots: Slots,
     len: usize,
 }
 
@@ -38,14 +35,15 @@ impl Table {
     /// Index of `hash`'s slot if present.
     #[inline]
     pub(super) fn find(&self, hash: u64) -> Option<usize> {
-        if self.slots.is_empty() {
+        let slots = self.slots.as_slice();
+        if slots.is_empty() {
             return None;
         }
         let key = key_of(hash);
-        let mask = self.slots.len() - 1;
+        let mask = slots.len() - 1;
         let mut i = key as usize & mask;
         loop {
-            let s = self.slots[i];
+            let s = slots[i];
             if s.key == key {
                 return Some(i);
             }
@@ -58,13 +56,14 @@ impl Table {
 
     #[inline]
     pub(super) fn tat_mut(&mut self, index: usize) -> &mut u64 {
-        &mut self.slots[index].tat
+        &mut self.slots.as_mut_slice()[index].tat
     }
 
     /// Insert a key known to be absent.
     pub(super) fn insert_new(&mut self, hash: u64, tat: u64) {
-        if (self.len + 1) * 4 > self.slots.len() * 3 {
-            self.rebuild((self.slots.len() * 2).max(MIN_CAPACITY), |_| true);
+        let capacity = self.capacity();
+        if (self.len + 1) * 4 > capacity * 3 {
+            self.rebuild((capacity * 2).max(MIN_CAPACITY), |_| true);
         }
         self.place(Slot {
             key: key_of(hash),
@@ -75,23 +74,31 @@ impl Table {
 
     /// All stored TATs (for eviction decisions).
     pub(super) fn tats(&self) -> impl Iterator<Item = u64> + '_ {
-        self.slots.iter().filter(|s| s.key != 0).map(|s| s.tat)
+        self.slots
+            .as_slice()
+            .iter()
+            .filter(|s| s.key != 0)
+            .map(|s| s.tat)
     }
 
     /// Keep the entries whose TAT satisfies `keep`. Shrinks the table when it
     /// became mostly empty, so idle memory is given back.
     pub(super) fn retain(&mut self, keep: impl FnMut(u64) -> bool) {
-        self.rebuild(self.slots.len(), keep);
-        if self.len * 8 < self.slots.len() && self.slots.len() > MIN_CAPACITY {
+        self.rebuild(self.capacity(), keep);
+        if self.len * 8 < self.capacity() && self.capacity() > MIN_CAPACITY {
             let smaller = (self.len * 2).next_power_of_two().max(MIN_CAPACITY);
             self.rebuild(smaller, |_| true);
         }
     }
 
+    fn capacity(&self) -> usize {
+        self.slots.as_slice().len()
+    }
+
     fn rebuild(&mut self, capacity: usize, mut keep: impl FnMut(u64) -> bool) {
-        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); capacity]);
+        let old = std::mem::replace(&mut self.slots, Slots::zeroed(capacity));
         self.len = 0;
-        for s in old {
+        for &s in old.as_slice() {
             if s.key != 0 && keep(s.tat) {
                 self.place(s);
                 self.len += 1;
@@ -100,12 +107,13 @@ impl Table {
     }
 
     fn place(&mut self, slot: Slot) {
-        let mask = self.slots.len() - 1;
+        let slots = self.slots.as_mut_slice();
+        let mask = slots.len() - 1;
         let mut i = slot.key as usize & mask;
-        while self.slots[i].key != 0 {
+        while slots[i].key != 0 {
             i = (i + 1) & mask;
         }
-        self.slots[i] = slot;
+        slots[i] = slot;
     }
 }
 
@@ -131,10 +139,10 @@ mod tests {
         assert_eq!(t.tats().count(), 500);
         assert!(t.find(3u64.wrapping_mul(0x9E37_79B9_7F4A_7C15)).is_none());
         assert!(t.find(4u64.wrapping_mul(0x9E37_79B9_7F4A_7C15)).is_some());
-        let big = t.slots.len();
+        let big = t.capacity();
         t.retain(|tat| tat < 10);
         assert_eq!(t.len(), 5);
-        assert!(t.slots.len() < big, "shrinks when mostly empty");
+        assert!(t.capacity() < big, "shrinks when mostly empty");
         t.retain(|_| false);
         assert_eq!(t.len(), 0);
         t.insert_new(7, 7);
