@@ -16,7 +16,7 @@ fixtures=(fixture-trap fixture-loop fixture-alloc fixture-stderr fixture-init-re
 # no WASI, so the host instantiates and calls them without an async fiber and wires 2 import
 # interfaces instead of 15 (per_request: ~15% less per request). They are built in their own cargo
 # invocation: in a shared one, feature unification would turn on serde's `std` for them too.
-no_std_plugins=(headers cors)
+no_std_plugins=(headers cors fixture-trap)
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2

@@ -119,10 +119,10 @@ async fn fixture_chain(
     cfg: &str,
     on_error: OnError,
 ) -> Chain {
-    // Only the loop fixture should hit the deadline: give the others room on a loaded machine.
+    // Only the loops should hit the deadline: give the others room on a loaded machine.
     let p = load_with(rt, name, |s| {
         s.isolation = iso;
-        if name == "fixture-loop" {
+        if name == "fixture-loop" || cfg.contains(r#""loop":true"#) {
             s.timeout = Duration::from_millis(10);
         }
     });
@@ -147,6 +147,8 @@ async fn fixtures_fail_closed_and_fail_open() {
     let cases = [
         ("fixture-trap", r#"{"always":true}"#, FailureKind::Trap),
         ("fixture-loop", r#"{"always":true}"#, FailureKind::Timeout),
+        // The same two on the direct path (no WASI imports, no fiber): fixture-trap is no_std.
+        ("fixture-trap", r#"{"loop":true}"#, FailureKind::Timeout),
         ("fixture-alloc", r#"{"always":true}"#, FailureKind::Memory),
         ("fixture-flaky", r#"{"error_rate":1.0}"#, FailureKind::Error),
     ];
@@ -177,10 +179,11 @@ async fn fixtures_fail_closed_and_fail_open() {
             }
         }
     }
-    for reason in ["trap", "timeout", "memory"] {
+    // 2 isolations × (2 fail_closed + 2 fail_open) per fixture case; two cases time out.
+    for (reason, n) in [("trap", 8.0), ("timeout", 16.0), ("memory", 8.0)] {
         assert_eq!(
             metric_value(&reg, "flexgate_plugin_traps_total", &[("reason", reason)]),
-            8.0,
+            n,
             "{reason}"
         );
     }
@@ -597,6 +600,7 @@ async fn wasi_free_plugins_run_sync() {
     for (name, sync) in [
         ("headers", true),
         ("cors", true),
+        ("fixture-trap", true),
         ("rewrite", false),
         ("fixture-stderr", false),
     ] {
