@@ -23,6 +23,7 @@ mod metrics;
 mod plugin;
 mod runtime;
 mod state;
+mod ticker;
 
 pub use chain::{Binding, BodyMode, CallCtx, Chain, OnError, RequestOutcome};
 pub use cli::{scaffold, test_plugin};

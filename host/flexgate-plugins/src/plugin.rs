@@ -6,6 +6,7 @@ use crate::error::{FailureKind, PluginError};
 use crate::metrics::{Metrics, PluginMetrics};
 use crate::state::StoreState;
 use crate::state::{ReqState, RespState};
+use crate::ticker::Heartbeat;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -183,6 +184,8 @@ pub struct LoadedPlugin {
     /// Per-call deadline and the epoch tick, for the wall-clock check at the epoch deadline.
     pub(crate) timeout: Duration,
     pub(crate) tick: Duration,
+    /// Wakes the epoch ticker for each call (it sleeps while no plugin runs).
+    heartbeat: Arc<Heartbeat>,
     pub(crate) recycle_after: u64,
     pub(crate) max_idle: usize,
     spare: Mutex<Vec<StoreState>>,
@@ -273,9 +276,10 @@ impl LoadedPlugin {
         indices: PluginIndices,
         sync: bool,
         spec: &PluginSpec,
-        tick: Duration,
+        heartbeat: Arc<Heartbeat>,
         max_idle: usize,
     ) -> Self {
+        let tick = heartbeat.tick();
         let tick_ns = tick.as_nanos().max(1);
         let ticks = spec.timeout.as_nanos().div_ceil(tick_ns) as u64 + 1;
         LoadedPlugin {
@@ -289,6 +293,7 @@ impl LoadedPlugin {
             deadline_ticks: ticks.max(2),
             timeout: spec.timeout,
             tick,
+            heartbeat,
             recycle_after: spec.recycle_after.max(1),
             max_idle,
             spare: Mutex::new(Vec::new()),
@@ -320,6 +325,7 @@ impl LoadedPlugin {
         let now = Instant::now();
         store.data_mut().deadline = Some(now + self.timeout);
         store.set_epoch_deadline(self.deadline_ticks);
+        self.heartbeat.beat();
         now
     }
 

@@ -7,10 +7,9 @@ use crate::error::PluginError;
 use crate::metrics::Metrics;
 use crate::plugin::{LoadedPlugin, PluginSpec, new_shared};
 use crate::state::StoreState;
+use crate::ticker::Ticker;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -52,28 +51,13 @@ impl Default for RuntimeOptions {
     }
 }
 
-/// Increments the engine epoch every tick; stopped and joined on drop.
-struct Ticker {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 /// One per process. Owns the wasmtime engine and everything shared by plugin versions.
 pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<StoreState>,
     metrics: Arc<Metrics>,
     opts: RuntimeOptions,
-    _ticker: Ticker,
+    ticker: Ticker,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -122,39 +106,20 @@ impl PluginRuntime {
         Bindings::add_to_linker::<_, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let metrics = Arc::new(Metrics::register(registry)?);
-        let stop = Arc::new(AtomicBool::new(false));
-        let handle = {
-            let engine = engine.clone();
-            let stop = stop.clone();
-            let tick = opts.epoch_tick.max(Duration::from_micros(100));
-            std::thread::Builder::new()
-                .name("flexgate-plugin-epoch".into())
-                .spawn(move || {
-                    // Epochs track wall time: after an oversleep (a loaded machine) catch up, so a
-                    // deadline of N ticks is never much longer than N × tick.
-                    let start = Instant::now();
-                    let mut epochs: u128 = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(tick);
-                        let due = start.elapsed().as_nanos() / tick.as_nanos();
-                        while epochs < due {
-                            engine.increment_epoch();
-                            epochs += 1;
-                        }
-                    }
-                })
-                .map_err(|e| PluginError::io("spawning the epoch ticker", e))?
-        };
+        let ticker = Ticker::start(engine.clone(), opts.epoch_tick)
+            .map_err(|e| PluginError::io("spawning the epoch ticker", e))?;
         Ok(Arc::new(PluginRuntime {
             engine,
             linker,
             metrics,
             opts,
-            _ticker: Ticker {
-                stop,
-                handle: Some(handle),
-            },
+            ticker,
         }))
+    }
+
+    /// Whether the epoch ticker sleeps (no plugin call for a while): tests and diagnostics.
+    pub fn epoch_ticker_sleeping(&self) -> bool {
+        self.ticker.heartbeat().is_sleeping()
     }
 
     /// Compile (or load from the disk cache) and pre-instantiate a plugin version. Fails if the
@@ -185,7 +150,7 @@ impl PluginRuntime {
             indices,
             sync,
             &spec,
-            self.opts.epoch_tick,
+            self.ticker.heartbeat().clone(),
             self.opts.max_idle_per_binding,
         )))
     }
