@@ -238,3 +238,39 @@ async fn tls_connection_is_parked_then_served_again() {
     }
     assert_eq!(echo.requests(), 3);
 }
+
+/// A response sent while its request body is still arriving leaves hyper busy: the connection must
+/// not be parked then, or the rest of the body could be read as a new request.
+#[tokio::test]
+async fn unfinished_request_body_is_never_parsed_as_a_request() {
+    let gw = Gateway::start(
+        BIN,
+        "server:\n  park_idle_after: 100ms\nroutes:\n  - name: direct\n    match: { path_prefix: / }\n    respond: { status: 200, body: ok }\n",
+    )
+    .await;
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n";
+    let mut conn = RawConn::connect(gw.proxy_addr()).await.expect("connect");
+    conn.write(format!(
+        "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{}",
+        10 + smuggled.len(),
+        "0123456789"
+    ))
+    .await
+    .expect("head and part of the body");
+    let (head, _) = conn.read_response(T).await.expect("early response");
+    assert_eq!(head.status, 200);
+    // Long enough for two park ticks while hyper still waits for the body.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let _ = conn.write(smuggled).await;
+    let (rest, _) = conn.read_until_close(Duration::from_secs(2)).await;
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        !text.contains("HTTP/1.1"),
+        "the body's tail was answered as a request: {text:?}"
+    );
+    let logs = gw.access_logs();
+    assert!(
+        logs.iter().all(|l| l["path"] != "/smuggled"),
+        "a request was made of the body: {logs:?}"
+    );
+}

@@ -250,7 +250,8 @@ impl ConnTask {
                             tracing::debug!(client = %self.client, error = %e, "connection ended with error");
                             break Ended::Closed;
                         }
-                        break if parking && !draining { Ended::Parked } else { Ended::Closed };
+                        // Parking only succeeds right after its graceful_shutdown (above).
+                        break Ended::Closed;
                     }
                     _ = async { if let Some(t) = tick.as_mut() { t.tick().await; } }, if tick.is_some() && !parking && !draining => {
                         let now = activity.started();
@@ -258,6 +259,25 @@ impl ConnTask {
                             parking = true;
                             hold.store(true, Ordering::Relaxed);
                             conn.as_mut().graceful_shutdown();
+                            // An idle hyper connection closes at once, without I/O. One that is
+                            // not (e.g. still reading a request body whose response is already
+                            // sent) must not be parked: bytes left unread would be parsed as a
+                            // new request. It closes for real once its exchange is over.
+                            let first = std::future::poll_fn(|cx| {
+                                std::task::Poll::Ready(conn.as_mut().poll(cx))
+                            })
+                            .await;
+                            match first {
+                                std::task::Poll::Ready(Ok(())) => break Ended::Parked,
+                                std::task::Poll::Ready(Err(e)) => {
+                                    tracing::debug!(client = %self.client, error = %e, "connection ended with error");
+                                    break Ended::Closed;
+                                }
+                                std::task::Poll::Pending => {
+                                    hold.store(false, Ordering::Relaxed);
+                                    draining = true; // no more parking: this one closes
+                                }
+                            }
                         }
                         seen = now;
                     }
