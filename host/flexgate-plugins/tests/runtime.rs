@@ -9,6 +9,7 @@ use flexgate_plugins::{
     Binding, BodyMode, Chain, FailureKind, Isolation, OnError, PluginError, PluginRuntime,
     RequestOutcome, RuntimeOptions,
 };
+use flexgate_testkit::RunqueueWait;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

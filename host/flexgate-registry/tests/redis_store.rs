@@ -3,113 +3,12 @@
 //! Redis is back. Skipped (with a note) when `redis-server` is missing, unless
 //! `FLEXGATE_REQUIRE_REDIS` is set.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flexgate_registry::{NewVersion, RedisStore, RegistryError, RegistryState, RolloutSpec, Store};
-
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    /// A server on a free port. The port is released before `redis-server` binds it, so another
-    /// process can take it in between: then it is started again on another port (at most 5 times).
-    fn start_fresh(dir: &Path) -> std::io::Result<RedisServer> {
-        let mut attempt = 1;
-        loop {
-            match RedisServer::start(dir, free_port()?) {
-                Err(e) if attempt < 5 => {
-                    eprintln!("redis-server did not start ({e}): again on another port");
-                    attempt += 1;
-                }
-                r => return r,
-            }
-        }
-    }
-
-    fn start(dir: &Path, port: u16) -> std::io::Result<RedisServer> {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--dbfilename", "dump.rdb", "--dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mut server = RedisServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // PONG, not just a connection: the port could be another process's listener.
-        while !ping(port) {
-            if let Some(status) = server.child.try_wait()? {
-                return Err(std::io::Error::other(format!(
-                    "redis-server on port {port} exited with {status}"
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(std::io::Error::other("redis-server did not start"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(server)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-fn ping(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    s.set_read_timeout(Some(Duration::from_millis(500))).ok();
-    if s.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 16];
-    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn redis_available() -> bool {
-    let found = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("FLEXGATE_REQUIRE_REDIS").is_none(),
-            "redis-server is required (FLEXGATE_REQUIRE_REDIS is set) but not installed"
-        );
-        eprintln!("note: redis-server not installed; skipping the RedisStore test");
-    }
-    found
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+use flexgate_testkit::RedisServer;
 
 fn version(name: &str, v: &str) -> NewVersion {
     NewVersion {
@@ -146,12 +45,13 @@ fn percent(state: &RegistryState) -> Option<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_state_and_survive_redis_loss() -> Result<(), Box<dyn std::error::Error>> {
-    if !redis_available() {
-        return Ok(());
-    }
     let dir = tempfile::tempdir()?;
-    let server = RedisServer::start_fresh(dir.path())?;
-    let port = server.port;
+    let Some(mut server) = RedisServer::start_or_skip_persistent(
+        "replicas_share_state_and_survive_redis_loss",
+        dir.path(),
+    ) else {
+        return Ok(());
+    };
     let prefix = "flexgate:test";
     let a = Arc::new(RedisStore::open(&server.url(), prefix).await?);
     let b = Arc::new(RedisStore::open(&server.url(), prefix).await?);
@@ -226,7 +126,7 @@ async fn replicas_share_state_and_survive_redis_loss() -> Result<(), Box<dyn std
         )
         .await?;
     let before = a.state();
-    drop(server);
+    server.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(*a.state(), *before, "A must keep serving its last state");
     assert_eq!(a.get_blob("headers", "1.0.0").await?, stable);
@@ -238,7 +138,7 @@ async fn replicas_share_state_and_survive_redis_loss() -> Result<(), Box<dyn std
     );
 
     // Redis is back: B writes, A catches up.
-    let server = RedisServer::start(dir.path(), port)?;
+    server.restart();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match b

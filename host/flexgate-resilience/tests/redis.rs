@@ -3,16 +3,14 @@
 //! These tests use real time: paused tokio time would fire the latency budget
 //! while the runtime waits for the socket.
 
-mod support;
-
 use flexgate_resilience::{
     BreakerState, OnStoreError, RateLimitPolicy, RateLimiter, RedisBackendConfig,
     RedisLimiterBackend, ResilienceMetrics, StoreKind,
 };
+use flexgate_testkit::{RedisServer, RunqueueWait};
 use prometheus::Registry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{RedisServer, RunqueueWait};
 
 /// Every test here measures rates or latencies: run them one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -144,7 +142,7 @@ async fn shared_limit_is_exact_across_limiters() {
             degraded += d;
         }
         let elapsed = start.elapsed().as_secs_f64();
-        let starved = waited.since();
+        let starved = waited.since().total;
         let expected = 5.0 + 50.0 * elapsed;
         assert_eq!(degraded, 0);
         let within = (total as f64 - expected).abs() <= expected * 0.05 + 2.0;
@@ -217,7 +215,7 @@ async fn outage_degrades_then_recovers() {
                 t.elapsed()
             })
             .sum();
-        let starved = waited.since();
+        let starved = waited.since().total;
         let limit = Duration::from_millis(100);
         if total >= limit && starved >= total - limit && attempt < 3 {
             eprintln!("100 fallbacks took {total:?} while starved {starved:?}: again");
@@ -282,7 +280,7 @@ async fn latency_budget_is_respected() {
             timings.push(t.elapsed());
             assert!(d.degraded);
         }
-        let starved = waited.since();
+        let starved = waited.since().total;
         let slowest = timings.iter().max().copied().unwrap_or_default();
         if slowest >= bound && starved >= slowest - bound && attempt < 3 {
             eprintln!("attempt {attempt}: {timings:?} while starved {starved:?}: again");

@@ -361,10 +361,11 @@ impl RawHead {
     }
 }
 
-/// A raw TCP connection for framing tests: write bytes as given, read responses by hand.
+/// A raw connection for framing tests (plain TCP, or any stream such as [`tls_connect`]'s): write
+/// bytes as given, read responses by hand.
 #[derive(Debug)]
-pub struct RawConn {
-    stream: TcpStream,
+pub struct RawConn<S = TcpStream> {
+    stream: S,
     buf: Vec<u8>,
 }
 
@@ -372,10 +373,17 @@ impl RawConn {
     pub async fn connect(addr: SocketAddr) -> std::io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Self {
+        Ok(Self::over(stream))
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> RawConn<S> {
+    /// Raw exchanges over an already connected stream.
+    pub fn over(stream: S) -> Self {
+        Self {
             stream,
             buf: Vec::new(),
-        })
+        }
     }
 
     pub async fn write(&mut self, data: impl AsRef<[u8]>) -> std::io::Result<()> {
@@ -526,11 +534,6 @@ impl RawConn {
                 "read timed out",
             )),
         }
-    }
-
-    /// The underlying stream.
-    pub fn stream(&mut self) -> &mut TcpStream {
-        &mut self.stream
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// Where `SAVE` writes and a restart loads the dataset; `None`: nothing survives a restart.
+    dir: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -18,6 +21,16 @@ impl RedisServer {
     /// installed and `FLEXGATE_REQUIRE_REDIS` is unset. With the variable set (CI), a missing server
     /// is a test failure.
     pub fn start_or_skip(test: &str) -> Option<Self> {
+        Self::start_in(test, None)
+    }
+
+    /// Like [`start_or_skip`](Self::start_or_skip), with the dataset file in `dir`: what a `SAVE`
+    /// wrote is loaded again by [`restart`](Self::restart), as a persistent Redis would keep it.
+    pub fn start_or_skip_persistent(test: &str, dir: &Path) -> Option<Self> {
+        Self::start_in(test, Some(dir.to_path_buf()))
+    }
+
+    fn start_in(test: &str, dir: Option<PathBuf>) -> Option<Self> {
         let installed = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -44,6 +57,7 @@ impl RedisServer {
             let mut server = Self {
                 child: None,
                 port: crate::free_port(),
+                dir: dir.clone(),
             };
             match server.try_spawn() {
                 Ok(()) => return Some(server),
@@ -73,7 +87,7 @@ impl RedisServer {
         }
     }
 
-    /// Starts again on the same port, with an empty dataset.
+    /// Starts again on the same port: with an empty dataset, or (persistent) the last `SAVE`d one.
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
@@ -82,6 +96,18 @@ impl RedisServer {
     /// Whether the server answers `PING`.
     pub fn ping(&self) -> bool {
         ping(self.port)
+    }
+
+    /// Sends one inline command on a fresh connection and returns the first reply line.
+    pub fn command(&self, cmd: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))
+            .unwrap_or_else(|e| panic!("connect to redis on {}: {e}", self.port));
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+        s.write_all(format!("{cmd}\r\n").as_bytes())
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).trim().to_owned()
     }
 
     fn spawn(&mut self) {
@@ -93,11 +119,15 @@ impl RedisServer {
     /// Starts `redis-server` on `self.port` and waits for PONG (not just a connection: the port
     /// could be another process's listener); an error when it exits or stays silent for 10 s.
     fn try_spawn(&mut self) -> Result<(), String> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
-            .args(["--appendonly", "no"])
+            .args(["--appendonly", "no"]);
+        if let Some(dir) = &self.dir {
+            cmd.args(["--dbfilename", "dump.rdb", "--dir"]).arg(dir);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
