@@ -8,8 +8,8 @@
 //! into sleep can miss its wake-up; the ticker therefore never sleeps longer than [`NAP`], which
 //! bounds how much later than its deadline such a call can be interrupted.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,11 @@ pub struct Heartbeat {
     /// Set by every call, cleared by the ticker each tick.
     busy: AtomicBool,
     sleeping: AtomicBool,
-    thread: Thread,
+    /// Set once the ticker thread is spawned.
+    thread: OnceLock<Thread>,
     /// The epoch tick: deadline granularity.
     tick: Duration,
+    stop: AtomicBool,
 }
 
 impl Heartbeat {
@@ -36,8 +38,10 @@ impl Heartbeat {
     #[inline]
     pub fn beat(&self) {
         self.busy.store(true, Ordering::Relaxed);
-        if self.sleeping.load(Ordering::Relaxed) {
-            self.thread.unpark();
+        if self.sleeping.load(Ordering::Relaxed)
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
         }
     }
 
@@ -54,7 +58,6 @@ impl Heartbeat {
 
 /// Owns the ticker thread; stops and joins it on drop.
 pub struct Ticker {
-    stop: Arc<AtomicBool>,
     heartbeat: Arc<Heartbeat>,
     handle: Option<JoinHandle<()>>,
 }
@@ -62,29 +65,21 @@ pub struct Ticker {
 impl Ticker {
     /// Starts ticking `engine`'s epoch every `tick`.
     pub fn start(engine: Engine, tick: Duration) -> std::io::Result<Self> {
-        let tick = tick.max(Duration::from_micros(100));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Heartbeat>>(1);
-        let handle = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("flexgate-plugin-epoch".into())
-                .spawn(move || {
-                    if let Ok(hb) = rx.recv() {
-                        run(&engine, tick, &stop, &hb);
-                    }
-                })?
-        };
         let heartbeat = Arc::new(Heartbeat {
             busy: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
-            thread: handle.thread().clone(),
-            tick,
+            thread: OnceLock::new(),
+            tick: tick.max(Duration::from_micros(100)),
+            stop: AtomicBool::new(false),
         });
-        // The thread only waits for this; it cannot be gone yet.
-        let _ = tx.send(heartbeat.clone());
+        let handle = {
+            let hb = heartbeat.clone();
+            std::thread::Builder::new()
+                .name("flexgate-plugin-epoch".into())
+                .spawn(move || run(&engine, &hb))?
+        };
+        let _ = heartbeat.thread.set(handle.thread().clone());
         Ok(Ticker {
-            stop,
             heartbeat,
             handle: Some(handle),
         })
@@ -97,7 +92,7 @@ impl Ticker {
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.heartbeat.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             h.thread().unpark();
             let _ = h.join();
@@ -105,7 +100,8 @@ impl Drop for Ticker {
     }
 }
 
-fn run(engine: &Engine, tick: Duration, stop: &AtomicBool, hb: &Heartbeat) {
+fn run(engine: &Engine, hb: &Heartbeat) {
+    let (tick, stop) = (hb.tick, &hb.stop);
     let mut idle = 0u32;
     // Epochs track wall time: after an oversleep (a loaded machine) catch up, so a deadline of N
     // ticks is never much longer than N × tick.

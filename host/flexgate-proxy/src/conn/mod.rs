@@ -79,14 +79,6 @@ pub struct ConnTask {
     pub client: SocketAddr,
 }
 
-/// How a hyper connection ended.
-enum Ended {
-    /// Closed (client, error, drain, or upgraded and handed over).
-    Closed,
-    /// Handed back idle: the socket and any bytes hyper had already read.
-    Parked,
-}
-
 impl ConnTask {
     pub async fn run(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
         let metrics = self.gw.shared.metrics.open_connections.clone();
@@ -182,9 +174,7 @@ impl ConnTask {
         loop {
             tokio::select! {
                 res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        tracing::debug!(client = %self.client, error = %e, "connection ended with error");
-                    }
+                    self.log_end(res);
                     return;
                 }
                 changed = self.drain.changed(), if !draining => {
@@ -195,6 +185,14 @@ impl ConnTask {
                 }
             }
         }
+    }
+
+    /// Logs how a connection ended; whether it ended cleanly.
+    fn log_end(&self, res: Result<(), hyper::Error>) -> bool {
+        if let Err(e) = &res {
+            tracing::debug!(client = %self.client, error = %e, "connection ended with error");
+        }
+        res.is_ok()
     }
 
     /// HTTP/1.1 with upgrades, parked whenever it sits idle (see the module docs).
@@ -232,8 +230,9 @@ impl ConnTask {
                     .with_upgrades(),
             );
             let park_after = self.settings.park_idle_after.filter(|_| may_park);
-            let mut draining = *self.drain.borrow();
-            if draining {
+            // Shutting down: the server drains, or a park found hyper busy.
+            let mut closing = *self.drain.borrow();
+            if closing {
                 conn.as_mut().graceful_shutdown();
             }
             let mut tick = park_after.map(|d| {
@@ -242,21 +241,15 @@ impl ConnTask {
                 t
             });
             let mut seen = activity.started();
-            let mut parking = false;
-            let ended = loop {
+            let parked = loop {
                 tokio::select! {
                     res = conn.as_mut() => {
-                        if let Err(e) = res {
-                            tracing::debug!(client = %self.client, error = %e, "connection ended with error");
-                            break Ended::Closed;
-                        }
-                        // Parking only succeeds right after its graceful_shutdown (above).
-                        break Ended::Closed;
+                        self.log_end(res);
+                        break false;
                     }
-                    _ = async { if let Some(t) = tick.as_mut() { t.tick().await; } }, if tick.is_some() && !parking && !draining => {
+                    _ = async { if let Some(t) = tick.as_mut() { t.tick().await; } }, if tick.is_some() && !closing => {
                         let now = activity.started();
                         if now == seen && activity.is_idle() {
-                            parking = true;
                             hold.store(true, Ordering::Relaxed);
                             conn.as_mut().graceful_shutdown();
                             // An idle hyper connection closes at once, without I/O. One that is
@@ -267,28 +260,21 @@ impl ConnTask {
                                 std::task::Poll::Ready(conn.as_mut().poll(cx))
                             })
                             .await;
-                            match first {
-                                std::task::Poll::Ready(Ok(())) => break Ended::Parked,
-                                std::task::Poll::Ready(Err(e)) => {
-                                    tracing::debug!(client = %self.client, error = %e, "connection ended with error");
-                                    break Ended::Closed;
-                                }
-                                std::task::Poll::Pending => {
-                                    hold.store(false, Ordering::Relaxed);
-                                    draining = true; // no more parking: this one closes
-                                }
+                            if let std::task::Poll::Ready(res) = first {
+                                break self.log_end(res);
                             }
+                            hold.store(false, Ordering::Relaxed);
+                            closing = true;
                         }
                         seen = now;
                     }
-                    _ = self.drain.changed(), if !draining => {
-                        draining = true;
-                        hold.store(false, Ordering::Relaxed);
+                    _ = self.drain.changed(), if !closing => {
+                        closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
                 }
             };
-            if let Ended::Closed = ended {
+            if !parked {
                 return;
             }
             let Some(parts) = std::pin::Pin::into_inner(conn).into_parts() else {
