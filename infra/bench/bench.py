@@ -480,6 +480,10 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=int(os.environ.get("CONNECTIONS", "32")))
     ap.add_argument("--rate-fraction", type=float, default=0.5,
                     help="fixed-rate pass at this fraction of nginx's (case 2) median max req/s")
+    ap.add_argument("--rate-runs", type=int, default=int(os.environ.get("RATE_RUNS", "3")),
+                    help="interleaved runs of the fixed-rate pass (medians)")
+    ap.add_argument("--rate-duration", default=os.environ.get("RATE_DURATION", "5s"),
+                    help="length of each fixed-rate run")
     ap.add_argument("--no-rate-pass", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="case 4 once for 2 s; exit 1 unless it served")
     ap.add_argument("--list", action="store_true")
@@ -640,12 +644,29 @@ def main() -> int:
         else:
             rate = ref * a.rate_fraction
             log(f"fixed-rate pass: {rate:.0f} req/s (= {a.rate_fraction:.0%} of nginx's median max) per case")
-            for c in runnable:
-                try:
-                    fixed[c.num] = run_oha(oha, c.port, a.duration, a.connections, rate, logdir, f"fixed-{c.num}")
-                except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
-                    notes.append(f"case {c.num} fixed-rate: {e}")
-                    log(notes[-1])
+            runs: dict[int, list[dict]] = {c.num: [] for c in runnable}
+            for r in range(a.rate_runs):
+                for c in runnable:
+                    pid = procs[c.num].pid
+                    t0, u0 = cpu_ticks(pid), cpu_ticks(pid, True)
+                    try:
+                        res = run_oha(oha, c.port, a.rate_duration, a.connections, rate, logdir,
+                                      f"fixed-{c.num}-{r}")
+                    except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
+                        notes.append(f"case {c.num} fixed-rate run {r + 1}: {e}")
+                        log(notes[-1])
+                        continue
+                    t1, u1 = cpu_ticks(pid), cpu_ticks(pid, True)
+                    served = res["rps"] * parse_seconds(a.rate_duration)
+                    res["cpu_us_per_req"] = (t1 - t0) * 1e6 / CLK_TCK / served if served else None
+                    res["user_us_per_req"] = (u1 - u0) * 1e6 / CLK_TCK / served if served else None
+                    runs[c.num].append(res)
+            for num, rs in runs.items():
+                if rs:
+                    fixed[num] = {k: statistics.median(x[k] for x in rs if x.get(k) is not None)
+                                  if any(x.get(k) is not None for x in rs) else None
+                                  for k in ("rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req", "user_us_per_req")}
+                    fixed[num]["errors"] = sum(x["errors"] for x in rs)
 
     # ---- metrics of interest from FlexGate (store errors, plugin traps) --------------------------
     for c in runnable:
@@ -725,19 +746,25 @@ def render(info, cases, summary, fixed, rate, a, notes) -> str:
             f"{ratio(cpu, ref[REF_FG].get('cpu_us_per_req'))} | {ratio(s['rps'], ref[REF_NGINX].get('rps'))} |"
             if cpu is not None else f"| {c.num} | {c.title} | no successful run | | | | | | | | | | | | |")
     if fixed:
-        out += ["", f"## Latency at a fixed rate: {rate:,.0f} req/s ({a.rate_fraction:.0%} of nginx's max), "
-                f"`oha -q {rate:.0f} -c{a.connections} -z {a.duration} --latency-correction`", "",
-                "| # | case | achieved req/s | p50 | p99 | p99.9 | errors | p99 ×nginx | p99 ×HAProxy | p99 ×FG base |",
-                "|---|------|---------------:|----:|----:|------:|-------:|-----------:|-------------:|-------------:|"]
+        out += ["", f"## Equal load: a fixed rate of {rate:,.0f} req/s ({a.rate_fraction:.0%} of nginx's max), "
+                f"`oha -q {rate:.0f} -c{a.connections} -z {a.rate_duration} --latency-correction`, "
+                f"{a.rate_runs} interleaved run(s), medians", "",
+                "Every proxy serves the same requests here, so CPU µs/req compares the work each does for them, "
+                "free of the closed loop's feedback (at saturation, a proxy that answers sooner finds its peers "
+                "asleep more often and pays more kernel time waking them).", "",
+                "| # | case | achieved req/s | CPU µs/req | of which user | p50 | p99 | p99.9 | errors | CPU ×nginx | CPU ×HAProxy | CPU ×FG base | p99 ×nginx | p99 ×HAProxy | p99 ×FG base |",
+                "|---|------|---------------:|-----------:|--------------:|----:|----:|------:|-------:|-----------:|-------------:|-------------:|-----------:|-------------:|-------------:|"]
+        fref = {k: fixed.get(k, {}) for k in (REF_NGINX, REF_HAPROXY, REF_FG)}
         for c in cases:
             f = fixed.get(c.num)
             if not f:
                 continue
+            cpu = f.get("cpu_us_per_req")
             out.append(
-                f"| {c.num} | {c.title} | {f['rps']:,.0f} | {fmt_us(f['p50_us'])} | {fmt_us(f['p99_us'])} | "
-                f"{fmt_us(f['p999_us'])} | {f['errors']} | {ratio(f['p99_us'], fixed.get(REF_NGINX, {}).get('p99_us'))} | "
-                f"{ratio(f['p99_us'], fixed.get(REF_HAPROXY, {}).get('p99_us'))} | "
-                f"{ratio(f['p99_us'], fixed.get(REF_FG, {}).get('p99_us'))} |")
+                f"| {c.num} | {c.title} | {f['rps']:,.0f} | {cpu or 0:.2f} | {f.get('user_us_per_req') or 0:.2f} | "
+                f"{fmt_us(f['p50_us'])} | {fmt_us(f['p99_us'])} | {fmt_us(f['p999_us'])} | {f['errors']} | "
+                + " | ".join(ratio(cpu, fref[k].get("cpu_us_per_req")) for k in (REF_NGINX, REF_HAPROXY, REF_FG)) + " | "
+                + " | ".join(ratio(f["p99_us"], fref[k].get("p99_us")) for k in (REF_NGINX, REF_HAPROXY, REF_FG)) + " |")
     if notes:
         out += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(out) + "\n"

@@ -11,6 +11,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::upstream::UpstreamBody;
+
 /// Error type of [`ProxyBody`]; hyper wants something convertible into a boxed error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -18,6 +20,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum ProxyBody {
     /// Streamed from the other side untouched.
     Stream(Incoming),
+    /// Streamed from an upstream HTTP/1.1 connection that the body drives itself.
+    Upstream(UpstreamBody),
     /// Streamed, but counted against a byte limit (`max_body` without a Content-Length).
     Limited(LimitedBody),
     /// Produced by the gateway (errors, `respond` routes) or buffered for a plugin.
@@ -49,6 +53,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Stream(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
+            Self::Upstream(inner) => Pin::new(inner).poll_frame(cx),
             Self::Limited(inner) => Pin::new(inner).poll_frame(cx),
             Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
@@ -57,6 +62,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Stream(inner) => inner.is_end_stream(),
+            Self::Upstream(inner) => inner.is_end_stream(),
             Self::Limited(inner) => inner.inner.is_end_stream(),
             Self::Full(data) => data.is_none(),
         }
@@ -65,6 +71,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Stream(inner) => inner.size_hint(),
+            Self::Upstream(inner) => inner.size_hint(),
             Self::Limited(inner) => inner.inner.size_hint(),
             Self::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }

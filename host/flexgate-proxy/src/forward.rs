@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::{LimitedBody, ProxyBody};
@@ -145,15 +144,6 @@ pub async fn forward(
         }
         out.attempts += 1;
         out.target = Some(target.addr.clone());
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(target.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build();
-        let Ok(uri) = uri else {
-            out.result = Err(ProxyError::internal("bad upstream uri"));
-            return out;
-        };
         let head = match (&parts, may_retry) {
             (Some(p), true) => p.clone(),
             _ => match parts.take() {
@@ -162,7 +152,7 @@ pub async fn forward(
             },
         };
         let mut attempt = Request::from_parts(head, body.take().unwrap_or_else(ProxyBody::empty));
-        *attempt.uri_mut() = uri;
+        *attempt.uri_mut() = Uri::from(path_and_query.clone());
         if (!route.preserve_host || !attempt.headers().contains_key(header::HOST))
             && let Ok(h) = HeaderValue::from_str(target.authority.as_str())
         {
@@ -171,8 +161,8 @@ pub async fn forward(
 
         let guard = target.start();
         let sent = Instant::now();
-        let result =
-            tokio::time::timeout(upstream.request_timeout, upstream.client.request(attempt)).await;
+        let exchange = upstream.client.request(target, attempt, upgrade);
+        let result = tokio::time::timeout(upstream.request_timeout, exchange).await;
         let elapsed = sent.elapsed();
         drop(guard);
         out.upstream_time = Some(elapsed);
@@ -265,7 +255,7 @@ fn accepts_trailers(headers: &http::HeaderMap, version: Version) -> bool {
 /// `Trailer` declaration survives when the client takes trailers: hyper's HTTP/1.1 server only
 /// sends the trailers a response declares.
 fn finish_response(
-    mut resp: Response<Incoming>,
+    mut resp: Response<ProxyBody>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     client_takes_trailers: bool,
 ) -> Response<ProxyBody> {
@@ -298,7 +288,7 @@ fn finish_response(
             }
         });
     }
-    resp.map(ProxyBody::Stream)
+    resp
 }
 
 /// Applies `strip_prefix`; the query string and percent-encoding are kept byte for byte.

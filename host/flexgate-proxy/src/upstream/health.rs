@@ -44,21 +44,19 @@ pub fn spawn(
 }
 
 async fn probe(client: &HttpClient, target: &TargetState, hc: &HealthCheck) -> bool {
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(target.authority.clone())
-        .path_and_query(hc.path.as_str())
-        .build();
-    let Ok(uri) = uri else { return false };
+    let Ok(uri) = Uri::try_from(hc.path.as_str()) else {
+        return false;
+    };
     let Ok(req) = Request::builder()
         .method(Method::GET)
         .uri(uri)
+        .header(http::header::HOST, target.authority.as_str())
         .header("user-agent", "flexgate-health-check")
         .body(ProxyBody::empty())
     else {
         return false;
     };
-    match tokio::time::timeout(hc.timeout.0, client.request(req)).await {
+    match tokio::time::timeout(hc.timeout.0, client.request(target, req, false)).await {
         Ok(Ok(resp)) => resp.status().is_success() || resp.status().is_redirection(),
         _ => false,
     }

@@ -1,62 +1,26 @@
-//! Upstreams: their targets, the pooled HTTP client that reaches them, load balancing and health.
+//! Upstreams: their targets, the client that reaches them (and its per-target connection pools),
+//! load balancing and health.
 
 mod balancer;
+mod client;
+mod h1;
 mod health;
+mod pool;
 mod target;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use flexgate_config as config;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus::Histogram;
 use tokio::task::JoinHandle;
 
 pub use balancer::{Balancer, ring_hasher};
+pub use client::{ClientSettings, HttpClient, UpstreamError};
+pub use h1::UpstreamBody;
 pub use target::{InFlight, Outcome, TargetState, now_nanos};
 
-use crate::body::ProxyBody;
 use crate::resilience::UpstreamResilience;
-
-/// The pooled client type used for every upstream.
-pub type HttpClient = Client<HttpConnector, ProxyBody>;
-
-/// Settings that, when unchanged across a reload, let the new snapshot keep the old connection pool.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClientSettings {
-    pub connect: Duration,
-    pub idle: Duration,
-    pub pool_max_idle: usize,
-    pub h2: bool,
-}
-
-impl ClientSettings {
-    pub fn of(u: &config::Upstream) -> Self {
-        Self {
-            connect: u.timeouts.connect.0,
-            idle: u.timeouts.idle.0,
-            pool_max_idle: u.pool_max_idle,
-            h2: u.protocol == config::UpstreamProtocol::H2,
-        }
-    }
-
-    /// Builds a keep-alive pooled client; TCP_NODELAY on, connect timeout from the config.
-    pub fn build(&self) -> HttpClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(self.connect));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(self.idle)
-            .pool_max_idle_per_host(self.pool_max_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(self.h2)
-            .build(connector)
-    }
-}
 
 /// Which failures a retry may follow.
 #[derive(Debug, Clone, Default)]
@@ -100,6 +64,7 @@ pub struct Upstream {
     /// Circuit breakers per target, failure classifier, in-flight cap.
     pub resilience: UpstreamResilience,
     health_task: Option<JoinHandle<()>>,
+    sweeper: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -128,6 +93,10 @@ impl Upstream {
                 client.clone(),
             )
         });
+        let sweeper = matches!(client, HttpClient::H1(_)).then(|| {
+            let pools = targets.iter().map(|t| t.idle.clone()).collect();
+            pool::spawn_sweeper(pools, cfg.timeouts.idle.0)
+        });
         if cfg.health_check.is_none() {
             targets.iter().for_each(|t| t.set_healthy(true));
         }
@@ -149,6 +118,7 @@ impl Upstream {
             duration,
             resilience: UpstreamResilience::default(),
             health_task,
+            sweeper,
         }
     }
 
@@ -179,7 +149,10 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        if let Some(task) = self.health_task.take() {
+        for task in [self.health_task.take(), self.sweeper.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
     }

@@ -10,6 +10,8 @@ use http::uri::Authority;
 use parking_lot::Mutex;
 use prometheus::IntCounter;
 
+use super::pool::IdlePool;
+
 /// Outcome of one attempt, as counted in `flexgate_upstream_requests_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -60,6 +62,8 @@ pub struct TargetState {
     /// The target's circuit breaker, when its upstream configures one. Kept here so that its state
     /// survives reloads with the target; snapshots copy the `Arc` so the request path never locks this.
     breaker: Mutex<Option<Arc<CircuitBreaker>>>,
+    /// Idle HTTP/1.1 keep-alive connections to this target.
+    pub idle: Arc<IdlePool>,
 }
 
 impl std::fmt::Debug for TargetState {
@@ -81,6 +85,7 @@ impl TargetState {
             healthy: AtomicBool::new(true),
             outcomes,
             breaker: Mutex::new(None),
+            idle: Arc::default(),
         }
     }
 
