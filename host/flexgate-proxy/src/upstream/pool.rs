@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
@@ -31,6 +31,9 @@ pub struct IdlePool {
 struct Inner {
     conns: VecDeque<(H1Conn, u32)>,
     generation: u32,
+    /// When the generation last advanced: a second sweeper over the same pool (an old snapshot's,
+    /// still held by a request in flight after a reload) must not make connections age faster.
+    advanced: Option<Instant>,
 }
 
 impl std::fmt::Debug for IdlePool {
@@ -74,12 +77,20 @@ impl IdlePool {
         self.len() == 0
     }
 
-    /// Advances the generation; closes connections idle too long and those whose peer hung up.
-    fn sweep(&self) {
+    /// Advances the generation (unless it advanced less than ¾ of `period` ago); closes
+    /// connections idle too long and those whose peer hung up.
+    fn sweep(&self, period: Duration) {
         let mut cx = Context::from_waker(Waker::noop());
         let closed: Vec<H1Conn> = {
             let mut inner = self.inner.lock();
-            inner.generation = inner.generation.wrapping_add(1);
+            let now = Instant::now();
+            if inner
+                .advanced
+                .is_none_or(|at| now.duration_since(at) >= period * 3 / 4)
+            {
+                inner.generation = inner.generation.wrapping_add(1);
+                inner.advanced = Some(now);
+            }
             let now = inner.generation;
             let mut closed = Vec::new();
             let mut kept = VecDeque::with_capacity(inner.conns.len());
@@ -106,7 +117,85 @@ pub fn spawn_sweeper(pools: Vec<Arc<IdlePool>>, idle: Duration) -> JoinHandle<()
         ticker.tick().await;
         loop {
             ticker.tick().await;
-            pools.iter().for_each(|p| p.sweep());
+            pools.iter().for_each(|p| p.sweep(period));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` open connections to a listener that accepts and holds them.
+    async fn conns(n: usize) -> (Vec<H1Conn>, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let c = H1Conn::connect(&addr, Duration::from_secs(5))
+                .await
+                .expect("connect");
+            out.push(c);
+        }
+        (out, hold)
+    }
+
+    #[tokio::test]
+    async fn connections_expire_after_five_generations_taken_newest_first() {
+        let pool = IdlePool::default();
+        let (mut cs, _hold) = conns(3).await;
+        let newest = cs.pop().expect("conn");
+        pool.put(cs.pop().expect("conn"), 8);
+        let period = Duration::ZERO; // every sweep advances
+        pool.sweep(period);
+        pool.sweep(period);
+        pool.put(cs.pop().expect("conn"), 8);
+        pool.put(newest, 8);
+        assert_eq!(pool.len(), 3);
+        pool.sweep(period);
+        pool.sweep(period);
+        assert_eq!(pool.len(), 3, "four generations: still idle");
+        pool.sweep(period);
+        assert_eq!(pool.len(), 2, "the first one put aged out after five");
+        assert!(pool.take().is_some());
+        assert_eq!(pool.len(), 1);
+        pool.sweep(period);
+        pool.sweep(period);
+        pool.sweep(period);
+        assert!(pool.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_second_sweeper_does_not_age_connections_faster() {
+        let pool = IdlePool::default();
+        let (mut cs, _hold) = conns(1).await;
+        pool.put(cs.pop().expect("conn"), 8);
+        // Two sweepers with a long period sweeping back to back: one generation between them.
+        for _ in 0..20 {
+            pool.sweep(Duration::from_secs(3600));
+        }
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn max_idle_evicts_the_oldest_and_zero_keeps_none() {
+        let pool = IdlePool::default();
+        let (cs, _hold) = conns(3).await;
+        for c in cs {
+            pool.put(c, 2);
+        }
+        assert_eq!(pool.len(), 2);
+        let (mut more, _hold2) = conns(1).await;
+        let pool0 = IdlePool::default();
+        pool0.put(more.pop().expect("conn"), 0);
+        assert!(pool0.is_empty());
+    }
 }
