@@ -96,7 +96,7 @@ async fn idle_upstream_connections_close_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn upstream_closing_idle_connections_costs_no_request() {
-    let up = RawUpstream::start(16, true).await;
+    let up = HangingUpUpstream::start().await;
     let gw = Gateway::start(BIN, &yaml::proxy_all(&[up.addr], "", "")).await;
     let client = HttpClient::http1();
     for i in 0..5 {
@@ -112,42 +112,54 @@ async fn upstream_closing_idle_connections_costs_no_request() {
 
 #[tokio::test]
 async fn an_abandoned_response_never_leaves_its_connection_in_the_pool() {
-    let up = RawUpstream::start(4 << 20, false).await;
-    let gw = Gateway::start(BIN, &yaml::proxy_all(&[up.addr], "", "")).await;
-    // Read the head and a little of a 4 MiB body, then hang up.
-    let mut conn = RawConn::connect(gw.proxy_addr()).await.expect("connect");
-    conn.write("GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+    let src = DownloadSource::start().await;
+    let gw = Gateway::start(BIN, &yaml::proxy_all(&[src.addr()], "", "")).await;
+    for (i, framing) in ["bytes", "chunked"].into_iter().enumerate() {
+        // Read the head of a 4 MiB response, then hang up.
+        let mut conn = RawConn::connect(gw.proxy_addr()).await.expect("connect");
+        conn.write(format!(
+            "GET /{framing}/4194304 HTTP/1.1\r\nHost: h\r\n\r\n"
+        ))
         .await
         .expect("write");
-    let head = conn.read_head(T).await.expect("head");
-    assert_eq!(head.status, 200);
-    drop(conn);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // The rest of that body must not be read as the next response.
-    let r = HttpClient::http1_fresh()
-        .get(&gw.url("/next"))
-        .await
-        .expect("next request");
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body.len(), 4 << 20);
-    assert!(r.body.iter().all(|&b| b == b'x'));
-    assert_eq!(
-        up.accepts.load(Ordering::SeqCst),
-        2,
-        "the first connection was closed"
-    );
+        assert_eq!(conn.read_head(T).await.expect("head").status, 200);
+        drop(conn);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The rest of that body must not be read as the next response.
+        let r = HttpClient::http1_fresh()
+            .get(&gw.url(&format!("/{framing}/100000")))
+            .await
+            .expect("next request");
+        assert_eq!(r.status, 200, "{framing}");
+        let mut check = PatternCheck::new();
+        check.update(&r.body);
+        assert_eq!(check.len(), 100_000, "{framing}");
+        assert!(
+            check.ok(),
+            "{framing}: mismatch at {:?}",
+            check.first_mismatch()
+        );
+        // The first abandoned response had a new connection, the second the pooled one the
+        // check request left: each was closed, so each check needed a new one.
+        let expected = i as u64 + 2;
+        assert_eq!(
+            src.connections(),
+            expected,
+            "{framing}: the abandoned connection was closed"
+        );
+    }
 }
 
-/// A keep-alive upstream that answers every request head with `len` bytes of `x` (no request
-/// bodies), optionally closing each connection 20 ms after its response.
-struct RawUpstream {
+/// Answers a request head with 16 bytes (no `Connection: close`), then hangs up 20 ms later, as
+/// an upstream whose keep-alive timeout is shorter than ours does.
+struct HangingUpUpstream {
     addr: SocketAddr,
     accepts: Arc<AtomicU64>,
     _task: tokio::task::JoinHandle<()>,
 }
 
-impl RawUpstream {
-    async fn start(len: usize, close_after_response: bool) -> Self {
+impl HangingUpUpstream {
+    async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let accepts = Arc::new(AtomicU64::new(0));
@@ -158,29 +170,15 @@ impl RawUpstream {
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
-                    loop {
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match sock.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        let end = buf
-                            .windows(4)
-                            .position(|w| w == b"\r\n\r\n")
-                            .map_or(0, |p| p + 4);
-                        buf.drain(..end);
-                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
-                        let mut resp = head.into_bytes();
-                        resp.resize(resp.len() + len, b'x');
-                        if sock.write_all(&resp).await.is_err() {
-                            return;
-                        }
-                        if close_after_response {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            return;
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                     }
+                    let resp = "HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\nxxxxxxxxxxxxxxxx";
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 });
             }
         });
