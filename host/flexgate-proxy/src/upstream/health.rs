@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use flexgate_config::HealthCheck;
 use http::{Method, Request, Uri};
+use http_body_util::BodyExt;
 use tokio::task::JoinHandle;
 
 use super::{HttpClient, TargetState};
@@ -56,8 +57,27 @@ async fn probe(client: &HttpClient, target: &TargetState, hc: &HealthCheck) -> b
     else {
         return false;
     };
-    match tokio::time::timeout(hc.timeout.0, client.request(target, req, false)).await {
-        Ok(Ok(resp)) => resp.status().is_success() || resp.status().is_redirection(),
-        _ => false,
+    let probe = async {
+        let resp = client.request(target, req, false).await.ok()?;
+        let ok = resp.status().is_success() || resp.status().is_redirection();
+        drain(resp.into_body()).await;
+        Some(ok)
+    };
+    matches!(
+        tokio::time::timeout(hc.timeout.0, probe).await,
+        Ok(Some(true))
+    )
+}
+
+/// Reads a short probe answer to its end, so that its connection goes back to the pool (one
+/// kept-alive connection per target serves every probe); a body over 64 KiB is not worth it.
+async fn drain(mut body: ProxyBody) {
+    let mut left = 64 * 1024;
+    while let Some(Ok(frame)) = body.frame().await {
+        let len = frame.data_ref().map_or(0, |d| d.len());
+        if len > left {
+            return;
+        }
+        left -= len;
     }
 }
