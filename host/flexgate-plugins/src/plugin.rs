@@ -180,11 +180,9 @@ pub struct LoadedPlugin {
     pub(crate) engine: Engine,
     pub(crate) isolation: Isolation,
     pub(crate) memory_limit: usize,
-    pub(crate) deadline_ticks: u64,
-    /// Per-call deadline and the epoch tick, for the wall-clock check at the epoch deadline.
+    /// Per-call deadline (wall clock).
     pub(crate) timeout: Duration,
-    pub(crate) tick: Duration,
-    /// Wakes the epoch ticker for each call (it sleeps while no plugin runs).
+    /// Gives each store the slot where the epoch ticker watches its call's deadline.
     heartbeat: Arc<Heartbeat>,
     pub(crate) recycle_after: u64,
     pub(crate) max_idle: usize,
@@ -279,9 +277,7 @@ impl LoadedPlugin {
         heartbeat: Arc<Heartbeat>,
         max_idle: usize,
     ) -> Self {
-        let tick = heartbeat.tick();
-        let tick_ns = tick.as_nanos().max(1);
-        let ticks = spec.timeout.as_nanos().div_ceil(tick_ns) as u64 + 1;
+        heartbeat.watch_timeout(spec.timeout);
         LoadedPlugin {
             engine: pre.engine().clone(),
             shared: Arc::new(shared),
@@ -290,9 +286,7 @@ impl LoadedPlugin {
             pre,
             isolation: spec.isolation,
             memory_limit: usize::try_from(spec.memory_limit).unwrap_or(usize::MAX),
-            deadline_ticks: ticks.max(2),
             timeout: spec.timeout,
-            tick,
             heartbeat,
             recycle_after: spec.recycle_after.max(1),
             max_idle,
@@ -320,12 +314,15 @@ impl LoadedPlugin {
         self.sync
     }
 
-    /// Starts the per-call deadline: `timeout` of wall time from now (returned).
+    /// Starts the per-call deadline: `timeout` of wall time from now (returned). The store checks
+    /// it on the next epoch bump, which the ticker makes once this or another call is due.
     pub(crate) fn arm(&self, store: &mut Store<StoreState>) -> Instant {
         let now = Instant::now();
-        store.data_mut().deadline = Some(now + self.timeout);
-        store.set_epoch_deadline(self.deadline_ticks);
-        self.heartbeat.beat();
+        let deadline = now + self.timeout;
+        let data = store.data_mut();
+        data.deadline = Some(deadline);
+        data.slot.start(deadline);
+        store.set_epoch_deadline(1);
         now
     }
 
@@ -333,22 +330,24 @@ impl LoadedPlugin {
     pub(crate) async fn instantiate(&self, config: &str) -> Result<Instance, Failure> {
         let start = Instant::now();
         let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let data = spare.unwrap_or_else(|| StoreState::new(self.shared.clone(), self.memory_limit));
+        let data = spare.unwrap_or_else(|| {
+            StoreState::new(
+                self.shared.clone(),
+                self.memory_limit,
+                self.heartbeat.slot(),
+            )
+        });
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limiter);
-        // The epoch ticker catches up after it oversleeps (a loaded machine), so the epoch can
-        // jump by many ticks at once and reach a deadline armed a moment ago: only interrupt once
-        // the call's wall-clock deadline has passed, otherwise wait the remaining ticks.
-        let tick = self.tick;
-        store.epoch_deadline_callback(move |ctx| {
-            let left = ctx.data().deadline.map_or(Duration::ZERO, |d| {
-                d.saturating_duration_since(Instant::now())
-            });
-            if left.is_zero() {
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            let ticks = left.as_nanos().div_ceil(tick.as_nanos().max(1)) as u64 + 1;
-            Ok(UpdateDeadline::Continue(ticks))
+        // Every epoch bump while a call runs lands here: interrupt once the call's wall-clock
+        // deadline has passed (the bump may be for another store's call), else wait for the next.
+        store.epoch_deadline_callback(|ctx| {
+            let due = ctx.data().deadline.is_none_or(|d| Instant::now() >= d);
+            Ok(if due {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
         });
         self.arm(&mut store);
         let bindings = if self.sync {
@@ -450,6 +449,7 @@ impl LoadedPlugin {
     /// Bookkeeping after every call: captured output and memory high-water mark.
     pub(crate) fn after_call(&self, store: &mut Store<StoreState>) {
         let data = store.data();
+        data.slot.end();
         // A sync plugin imports no WASI, so it has no stdout/stderr to forward.
         if !self.sync
             && let Some((text, dropped)) = data.capture.take()

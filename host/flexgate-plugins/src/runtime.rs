@@ -27,7 +27,8 @@ pub struct RuntimeOptions {
     pub max_instances: u32,
     /// Largest linear memory any instance may have; plugin `memory_limit`s above it are clamped.
     pub max_memory_per_instance: u64,
-    /// Epoch tick: deadline granularity. One ticker thread per runtime.
+    /// Once a call is past its deadline and not yet interrupted, the epoch ticker bumps again
+    /// this often. One ticker thread per runtime; it otherwise wakes only at deadlines.
     pub epoch_tick: Duration,
     /// `Pooled` plugins: warm instances kept per route binding.
     pub max_idle_per_binding: usize,
@@ -115,6 +116,11 @@ impl PluginRuntime {
             opts,
             ticker,
         }))
+    }
+
+    /// How many times the epoch ticker thread has woken: tests and diagnostics.
+    pub fn epoch_ticker_wakeups(&self) -> u64 {
+        self.ticker.heartbeat().wakeups()
     }
 
     /// Whether the epoch ticker sleeps (no plugin call for a while): tests and diagnostics.

@@ -4,6 +4,7 @@ use crate::bindings::flexgate::plugin::{host, types};
 use crate::capture::Capture;
 use crate::headers;
 use crate::plugin::PluginShared;
+use crate::ticker::CallSlot;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,11 +26,13 @@ pub(crate) struct StoreState {
     pub(crate) request_id: String,
     /// When the call in progress runs out of time (wall clock; see `LoadedPlugin::arm`).
     pub(crate) deadline: Option<Instant>,
+    /// The same deadline, where the epoch ticker sees it.
+    pub(crate) slot: Arc<CallSlot>,
 }
 
 impl StoreState {
     /// Deny-by-default WASI: no preopens, env, args or sockets; stdout/stderr captured.
-    pub(crate) fn new(shared: Arc<PluginShared>, memory_limit: usize) -> Self {
+    pub(crate) fn new(shared: Arc<PluginShared>, memory_limit: usize, slot: Arc<CallSlot>) -> Self {
         let capture = Capture::new();
         let wasi = WasiCtxBuilder::new()
             .stdout(capture.clone())
@@ -47,6 +50,7 @@ impl StoreState {
             route: Arc::from(""),
             request_id: String::new(),
             deadline: None,
+            slot,
         }
     }
 }
@@ -61,6 +65,7 @@ impl StoreState {
         let _ = self.capture.take();
         self.request_id.clear();
         self.deadline = None;
+        self.slot.end();
     }
 }
 

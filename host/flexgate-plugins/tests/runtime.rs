@@ -294,6 +294,43 @@ async fn sleeping_epoch_ticker_wakes_for_a_call() {
     }
 }
 
+/// The ticker wakes at deadlines, not on a 1 kHz beat: back-to-back short calls for 300 ms (each
+/// far below its 10 ms timeout) cost it a few dozen wake-ups, where a fixed 1 ms tick would take
+/// 300. The endless-loop tests show the deadlines still hold.
+#[tokio::test]
+async fn epoch_ticker_wakes_at_deadlines_not_every_tick() {
+    let _guard = EXCLUSIVE.write().await;
+    let (rt, _reg) = runtime();
+    let p = load_with(&rt, "headers", |s| s.timeout = Duration::from_millis(10));
+    let chain = single(
+        bind(
+            &p,
+            r#"{"request":{"set":{"x-a":"1"}}}"#,
+            OnError::FailClosed,
+            BodyMode::None,
+        )
+        .await,
+    );
+    let before = rt.epoch_ticker_wakeups();
+    let start = Instant::now();
+    let mut calls = 0u32;
+    while start.elapsed() < Duration::from_millis(300) {
+        let mut parts = request("GET", "/", &[]);
+        chain
+            .on_request(&ctx(), &mut parts, None)
+            .await
+            .expect("call");
+        calls += 1;
+    }
+    let wakeups = rt.epoch_ticker_wakeups() - before;
+    eprintln!("{calls} calls in 300 ms: {wakeups} epoch ticker wake-ups");
+    assert!(calls > 100, "only {calls} calls");
+    assert!(
+        wakeups < 150,
+        "{wakeups} ticker wake-ups for {calls} calls in 300 ms"
+    );
+}
+
 #[tokio::test]
 async fn endless_loop_returns_within_deadline() {
     let _guard = EXCLUSIVE.write().await;
