@@ -33,16 +33,14 @@ const NAP: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub struct CallSlot {
     deadline: AtomicU64,
-    heartbeat: Weak<Heartbeat>,
+    heartbeat: Arc<Heartbeat>,
 }
 
 impl CallSlot {
     /// A call starts and must be interrupted after `deadline`.
     #[inline]
     pub fn start(&self, deadline: Instant) {
-        let Some(hb) = self.heartbeat.upgrade() else {
-            return;
-        };
+        let hb = &self.heartbeat;
         let at = deadline.saturating_duration_since(hb.base).as_nanos();
         self.deadline.store(
             u64::try_from(at).unwrap_or(u64::MAX).max(1),
@@ -85,7 +83,7 @@ impl Heartbeat {
     pub fn slot(self: &Arc<Self>) -> Arc<CallSlot> {
         let slot = Arc::new(CallSlot {
             deadline: AtomicU64::new(0),
-            heartbeat: Arc::downgrade(self),
+            heartbeat: self.clone(),
         });
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots.push(Arc::downgrade(&slot));
