@@ -202,6 +202,19 @@ def cpu_ticks(root: int, user_only: bool = False) -> int:
     return sum((_stat(p, user_only) or (0, 0))[1] for p in tree(root))
 
 
+def with_cpu(pid: int, run, served) -> dict:
+    """Runs a load pass and adds the proxy's CPU over it to the result: `cpu_s`, and µs per request
+    in total and in user space, with `served(result)` the requests it served."""
+    t0, u0 = cpu_ticks(pid), cpu_ticks(pid, True)
+    res = run()
+    t1, u1 = cpu_ticks(pid), cpu_ticks(pid, True)
+    n = served(res)
+    res["cpu_s"] = (t1 - t0) / CLK_TCK
+    res["cpu_us_per_req"] = (t1 - t0) * 1e6 / CLK_TCK / n if n else None
+    res["user_us_per_req"] = (u1 - u0) * 1e6 / CLK_TCK / n if n else None
+    return res
+
+
 def rss_bytes(root: int) -> int:
     total = 0
     for pid in tree(root):
@@ -603,17 +616,14 @@ def main() -> int:
     for r in range(a.runs):
         for c in runnable:
             pid = procs[c.num].pid
-            t0, u0 = cpu_ticks(pid), cpu_ticks(pid, True)
             try:
-                res = run_wrk(c.port, a.duration, a.connections, lua, logdir, f"{c.num}-{r}")
+                res = with_cpu(pid, lambda: run_wrk(c.port, a.duration, a.connections, lua, logdir, f"{c.num}-{r}"),
+                               lambda res: res["requests"])
             except (RuntimeError, subprocess.TimeoutExpired) as e:
                 notes.append(f"case {c.num} run {r + 1}: {e}")
                 log(notes[-1])
                 continue
-            t1, u1 = cpu_ticks(pid), cpu_ticks(pid, True)
-            res["cpu_us_per_req"] = (t1 - t0) * 1e6 / CLK_TCK / res["requests"] if res["requests"] else None
-            res["user_us_per_req"] = (u1 - u0) * 1e6 / CLK_TCK / res["requests"] if res["requests"] else None
-            res["cpu_util"] = (t1 - t0) / CLK_TCK / (res["duration_us"] / 1e6)
+            res["cpu_util"] = res["cpu_s"] / (res["duration_us"] / 1e6)
             results[c.num].append(res)
             log(f"run {r + 1}/{a.runs} case {c.num} {c.key}: {res['rps']:.0f} req/s, "
                 f"{res['cpu_us_per_req'] or 0:.1f} µs CPU/req, p99 {fmt_us(res['p99_us'])}, "
@@ -648,18 +658,14 @@ def main() -> int:
             for r in range(a.rate_runs):
                 for c in runnable:
                     pid = procs[c.num].pid
-                    t0, u0 = cpu_ticks(pid), cpu_ticks(pid, True)
                     try:
-                        res = run_oha(oha, c.port, a.rate_duration, a.connections, rate, logdir,
-                                      f"fixed-{c.num}-{r}")
+                        res = with_cpu(pid, lambda: run_oha(oha, c.port, a.rate_duration, a.connections, rate,
+                                                            logdir, f"fixed-{c.num}-{r}"),
+                                       lambda res: res["rps"] * parse_seconds(a.rate_duration))
                     except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
                         notes.append(f"case {c.num} fixed-rate run {r + 1}: {e}")
                         log(notes[-1])
                         continue
-                    t1, u1 = cpu_ticks(pid), cpu_ticks(pid, True)
-                    served = res["rps"] * parse_seconds(a.rate_duration)
-                    res["cpu_us_per_req"] = (t1 - t0) * 1e6 / CLK_TCK / served if served else None
-                    res["user_us_per_req"] = (u1 - u0) * 1e6 / CLK_TCK / served if served else None
                     runs[c.num].append(res)
             for num, rs in runs.items():
                 if rs:
