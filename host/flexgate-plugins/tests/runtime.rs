@@ -255,6 +255,18 @@ async fn stderr_flood_is_captured_and_harmless() {
     }
 }
 
+/// Runs one `on_request` that must end in a timeout; how long it took.
+async fn time_out(chain: &Chain) -> Duration {
+    let start = Instant::now();
+    let mut parts = request("GET", "/", &[]);
+    let err = chain
+        .on_request(&ctx(), &mut parts, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::Timeout);
+    start.elapsed()
+}
+
 /// The epoch ticker sleeps while no plugin runs (it cost ~1.8% of a core at 1 kHz) and a call wakes
 /// it: a plugin that loops right after a long quiet spell still hits its deadline, on both call
 /// paths (fixture-loop uses WASI and fibers, fixture-trap is no_std and called directly).
@@ -276,14 +288,7 @@ async fn sleeping_epoch_ticker_wakes_for_a_call() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let start = Instant::now();
-        let mut parts = request("GET", "/", &[]);
-        let err = chain
-            .on_request(&ctx(), &mut parts, None)
-            .await
-            .unwrap_err();
-        let took = start.elapsed();
-        assert_eq!(err.kind, FailureKind::Timeout, "{name}");
+        let took = time_out(&chain).await;
         // 10 ms deadline; a wake-up lost to the race described in ticker.rs costs at most its
         // 50 ms nap. Far below "never interrupted".
         assert!(took < Duration::from_millis(500), "{name}: {took:?}");
@@ -356,15 +361,8 @@ async fn endless_loop_returns_within_deadline() {
         let mut good = 0;
         while good < 5 {
             let waited = RunqueueWait::of_self();
-            let start = Instant::now();
-            let mut parts = request("GET", "/", &[]);
-            let err = chain
-                .on_request(&ctx(), &mut parts, None)
-                .await
-                .unwrap_err();
-            let took = start.elapsed();
+            let took = time_out(&chain).await;
             let starved = waited.since();
-            assert_eq!(err.kind, FailureKind::Timeout);
             assert!(
                 took >= Duration::from_millis(timeout_ms).saturating_sub(Duration::from_millis(1)),
                 "{took:?}"
